@@ -1,0 +1,75 @@
+"""crasher: a Strata example app used by tests of crash handling.
+
+If the file named by env CRASH_FILE exists at start, it exits with code 3 at
+once. Otherwise it serves like python-hello on 127.0.0.1:$PORT:
+  GET /          -> 200 "hello from crasher (release $STRATA_RELEASE)\n"
+  GET /healthz   -> 200 "ok"
+Logs one line per request to stdout and shuts down cleanly on SIGTERM/SIGINT.
+"""
+
+import os
+import signal
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+APP = "crasher"
+RELEASE = os.environ.get("STRATA_RELEASE", "dev")
+
+
+def log(line):
+    print(line, flush=True)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = APP
+
+    def send_text(self, status, body):
+        data = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        path = urlsplit(self.path).path
+        if path == "/":
+            self.send_text(200, f"hello from {APP} (release {RELEASE})\n")
+        elif path == "/healthz":
+            self.send_text(200, "ok")
+        else:
+            self.send_text(404, "not found\n")
+
+    def log_message(self, format, *args):
+        log(f"{APP}: {self.address_string()} {format % args}")
+
+
+def main():
+    crash_file = os.environ.get("CRASH_FILE")
+    if crash_file and os.path.exists(crash_file):
+        print(f"{APP}: CRASH_FILE {crash_file} exists, exiting with code 3", file=sys.stderr, flush=True)
+        return 3
+
+    port = int(os.environ["PORT"])
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+
+    def on_signal(signum, _frame):
+        log(f"{APP}: received {signal.Signals(signum).name}, shutting down")
+        threading.Thread(target=httpd.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    log(f"{APP}: release {RELEASE} listening on 127.0.0.1:{port}")
+    try:
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()
+    log(f"{APP}: stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

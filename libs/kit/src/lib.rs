@@ -1,0 +1,20 @@
+//! The Strata service kit: what every Strata service is built from, so that a
+//! service's `main.rs` stays a few lines and every service behaves alike.
+//!
+//! - [`settings`]: typed config (defaults → optional TOML file → environment);
+//! - [`telemetry`]: tracing, exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set;
+//! - [`server`]: a tonic server with `grpc.health.v1`, reflection and graceful drain;
+//! - [`identity`]: signed identity tokens (EdDSA) and the [`identity::Identity`] handlers see;
+//! - [`store`]: the sqlx pool over SQLite (embedded default) or Postgres, with migrations;
+//! - [`shutdown`]: one cancellation token fed by SIGTERM/SIGINT.
+
+pub mod identity;
+pub mod server;
+pub mod settings;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+
+pub use identity::{Identity, Role};
+pub use store::Db;
+pub use tokio_util::sync::CancellationToken;

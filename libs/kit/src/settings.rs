@@ -1,0 +1,120 @@
+//! Typed configuration shared by every service.
+//!
+//! A service's config struct is built in three layers, later ones winning:
+//! its `Default` impl (the embedded defaults), an optional TOML file, then
+//! environment variables `STRATA_<SERVICE>__<SECTION>__<KEY>` (for example
+//! `STRATA_COMPUTE__SERVER__LISTEN=0.0.0.0:8701`).
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Loads `T` from its defaults, the optional TOML `file`, and the environment
+/// prefix `STRATA_<SERVICE>__`.
+pub fn load<T>(service: &str, file: Option<&Path>) -> Result<T, config::ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned,
+{
+    let mut builder = config::Config::builder().add_source(config::Config::try_from(&T::default())?);
+    if let Some(file) = file {
+        builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+    }
+    builder
+        .add_source(
+            config::Environment::with_prefix(&format!("STRATA_{}", service.to_uppercase()))
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()?
+        .try_deserialize()
+}
+
+/// Where the gRPC server listens and how long it may drain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerSettings {
+    /// Address of the gRPC endpoint (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Seconds in-flight calls get to finish after a shutdown signal.
+    pub grace_period_secs: u64,
+}
+
+impl ServerSettings {
+    /// A server on `127.0.0.1:port`.
+    pub fn local(port: u16) -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], port)), grace_period_secs: 10 }
+    }
+
+    /// The drain grace period.
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_secs(self.grace_period_secs)
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self::local(0)
+    }
+}
+
+/// The service's own database.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/to/file.db` (created if missing) or `postgres://...`.
+    /// Empty means a SQLite file named after the service in its data directory.
+    pub url: String,
+    /// Upper bound of pooled connections (Postgres; SQLite uses one writer).
+    pub max_connections: u32,
+}
+
+/// NATS and the JetStream stream events go to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NatsSettings {
+    /// Server URL.
+    pub url: String,
+    /// Name of the JetStream stream holding every Strata event.
+    pub stream: String,
+    /// First token of every event subject (`strata.<concern>.<entity>.<verb>`).
+    /// Tests give each run its own prefix and stream.
+    pub subject_prefix: String,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        Self {
+            url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned()),
+            stream: "STRATA".to_owned(),
+            subject_prefix: "strata".to_owned(),
+        }
+    }
+}
+
+/// Keys for identity tokens.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct IdentitySettings {
+    /// PEM of the Ed25519 public key that signs identity tokens.
+    pub public_key_pem: String,
+    /// A file holding that PEM, used when `public_key_pem` is empty.
+    pub public_key_file: String,
+}
+
+impl IdentitySettings {
+    /// The public key PEM, from the inline value or the file.
+    pub fn public_key(&self) -> std::io::Result<String> {
+        if !self.public_key_pem.trim().is_empty() {
+            return Ok(self.public_key_pem.clone());
+        }
+        if self.public_key_file.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no identity public key configured: set identity.public_key_pem or identity.public_key_file \
+                 (`strata keygen` makes a key pair)",
+            ));
+        }
+        std::fs::read_to_string(&self.public_key_file)
+    }
+}

@@ -1,0 +1,222 @@
+//! Strata compute: runs a team's applications.
+//!
+//! Apps, their config, immutable releases and deployments live in compute's
+//! own database; the [`runtime`] runs each app's instances as supervised
+//! processes and reconciles them with the desired state; every change is
+//! announced on the `STRATA` stream through the transactional outbox.
+
+pub mod app;
+pub mod archive;
+pub mod buildpack;
+pub mod events;
+pub mod grpc;
+pub mod logs;
+pub mod model;
+pub mod runtime;
+pub mod store;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use strata_events::{Bus, Outbox};
+use strata_kit::{
+    Db,
+    identity::{Authenticator, Verifier},
+    server::GrpcServer,
+    settings::{DatabaseSettings, IdentitySettings, NatsSettings, ServerSettings},
+};
+use strata_proto::compute::v1::compute_service_server::ComputeServiceServer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The fully-qualified gRPC service name, as health and reflection report it.
+pub const SERVICE_NAME: &str = "strata.compute.v1.ComputeService";
+/// Default gRPC port of compute.
+pub const DEFAULT_PORT: u16 = 8701;
+
+/// Compute's configuration (`STRATA_COMPUTE__...` in the environment).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub nats: NatsSettings,
+    pub identity: IdentitySettings,
+    /// Where uploads, releases, logs and (by default) the SQLite file live.
+    pub data_dir: PathBuf,
+    /// The address instances listen on and are announced at.
+    pub host: String,
+    /// Largest accepted upload, compressed, in MiB.
+    pub max_upload_mib: u64,
+    /// Largest unpacked source tree, in MiB.
+    pub max_unpacked_mib: u64,
+    /// Seconds a build may run.
+    pub build_timeout_secs: u64,
+    /// Seconds an instance may take to accept connections on its port.
+    pub ready_timeout_secs: u64,
+    /// Seconds an instance gets between SIGTERM and SIGKILL.
+    pub stop_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::local(DEFAULT_PORT),
+            database: DatabaseSettings::default(),
+            nats: NatsSettings::default(),
+            identity: IdentitySettings::default(),
+            data_dir: PathBuf::from(".strata/compute"),
+            host: "127.0.0.1".to_owned(),
+            max_upload_mib: 200,
+            max_unpacked_mib: 1024,
+            build_timeout_secs: 900,
+            ready_timeout_secs: 60,
+            stop_grace_secs: 10,
+        }
+    }
+}
+
+/// Why compute could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("identity key: {0}")]
+    IdentityKey(String),
+    #[error("data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] strata_kit::store::StoreError),
+    #[error(transparent)]
+    Events(#[from] strata_events::EventsError),
+    #[error(transparent)]
+    Serve(#[from] strata_kit::server::ServeError),
+    #[error("runtime: {0}")]
+    Runtime(#[from] runtime::RuntimeError),
+}
+
+/// A started compute service.
+#[derive(Debug)]
+pub struct Running {
+    /// Where its gRPC endpoint listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<Result<(), StartError>>,
+}
+
+impl Running {
+    /// Waits until compute has shut down (after `shutdown` fired).
+    pub async fn wait(self) -> Result<(), StartError> {
+        self.task.await.unwrap_or_else(|join| {
+            Err(StartError::Runtime(runtime::RuntimeError::Database(sqlx::Error::Protocol(join.to_string()))))
+        })
+    }
+}
+
+/// Runs compute until `shutdown` fires, then drains.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    start(config, shutdown).await?.wait().await
+}
+
+/// The node id of this data directory, created on first use.
+fn node_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, &id)?;
+            Ok(id)
+        }
+    }
+}
+
+/// Starts compute: database, runtime (re-adopting instances), gRPC server,
+/// outbox relay; health turns SERVING once NATS and the stream are ready.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let data_dir_error = |source| StartError::DataDir { path: config.data_dir.display().to_string(), source };
+    std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
+    let data_dir = config.data_dir.canonicalize().map_err(data_dir_error)?;
+    let public_key = config.identity.public_key().map_err(|e| StartError::IdentityKey(e.to_string()))?;
+    let verifier = Verifier::from_public_pem(&public_key).map_err(|e| StartError::IdentityKey(e.to_string()))?;
+
+    let url = if config.database.url.is_empty() {
+        format!("sqlite://{}", data_dir.join("compute.db").display())
+    } else {
+        config.database.url.clone()
+    };
+    let db = Db::connect(&url, config.database.max_connections).await?;
+    db.migrate(strata_events::migrations(&db)).await?;
+    db.migrate(db.pick(sqlx::migrate!("./migrations/sqlite"), sqlx::migrate!("./migrations/postgres"))).await?;
+
+    let outbox = Outbox::new(db.clone(), &config.nats.subject_prefix);
+    let store = store::Store::new(outbox.clone());
+    let bus = Bus::connect(&config.nats, "strata-compute").await?;
+    let runtime_stop = CancellationToken::new();
+    let runtime = runtime::Runtime::start(
+        store.clone(),
+        runtime::RuntimeSettings {
+            data_dir: data_dir.clone(),
+            host: config.host.clone(),
+            ready_timeout: Duration::from_secs(config.ready_timeout_secs),
+            stop_grace: Duration::from_secs(config.stop_grace_secs),
+            node_id: node_id(&data_dir).map_err(data_dir_error)?,
+        },
+        runtime_stop.clone(),
+    )
+    .await?;
+    let compute = app::Compute::new(
+        store,
+        runtime.clone(),
+        app::Settings {
+            data_dir: data_dir.clone(),
+            max_upload_bytes: config.max_upload_mib * 1024 * 1024,
+            max_unpacked_bytes: config.max_unpacked_mib * 1024 * 1024,
+            build_timeout: Duration::from_secs(config.build_timeout_secs),
+            rollout_timeout: Duration::from_secs(config.ready_timeout_secs + 15),
+        },
+    );
+
+    let server = GrpcServer::bind(&config.server, SERVICE_NAME).await?;
+    let addr = server.local_addr();
+    let health = server.health();
+    let api = grpc::ComputeApi::new(compute, shutdown.clone());
+    let routes = tonic::service::Routes::new(ComputeServiceServer::with_interceptor(api, Authenticator::new(verifier)));
+
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(outbox.clone().run_relay(bus.clone(), relay_stop.clone()));
+    let ready = {
+        let shutdown = shutdown.clone();
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match bus.ensure_stream().await {
+                    Ok(_) => {
+                        health.set_serving().await;
+                        tracing::info!("compute is ready");
+                        return;
+                    }
+                    Err(error) => tracing::warn!(%error, "waiting for NATS and the stream"),
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        })
+    };
+    tracing::info!(%addr, data_dir = %data_dir.display(), "compute listening");
+
+    let task = tokio::spawn(async move {
+        let served = server.serve(routes, shutdown.clone()).await;
+        ready.abort();
+        // Stop the apps, then let the relay publish their last events.
+        runtime_stop.cancel();
+        runtime.drain().await;
+        relay_stop.cancel();
+        let _ = relay.await;
+        outbox.flush(&bus, Duration::from_secs(2)).await;
+        served?;
+        Ok(())
+    });
+    Ok(Running { addr, task })
+}
