@@ -1,1 +1,355 @@
+//! The test harness: boots real Strata services in-process on port 0 against
+//! the machine's real NATS and a real database (a SQLite file or a fresh
+//! Postgres database), each test with its own stream, subject prefix, teams
+//! and data directory, and waits on readiness, never on sleeps.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use sqlx::Connection;
+use strata_kit::{
+    Role,
+    identity::{BearerToken, Signer, generate_keypair},
+    settings::{DatabaseSettings, IdentitySettings, NatsSettings, ServerSettings},
+};
+use strata_proto::compute::v1::{self as pb, compute_service_client::ComputeServiceClient};
+use tokio_util::sync::CancellationToken;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+
+/// A compute client that sends a bearer token.
+pub type ComputeClient = ComputeServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The NATS server tests use.
+pub fn nats_url() -> String {
+    std::env::var("STRATA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// The Postgres server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("STRATA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// One test's world: its own stream and prefix, keys, and scratch directory.
+pub struct TestEnv {
+    pub id: String,
+    pub nats: NatsSettings,
+    pub public_key_pem: String,
+    signer: Signer,
+    pub dir: tempfile::TempDir,
+    postgres_dbs: Vec<String>,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let (private, public) = generate_keypair().unwrap();
+        Self {
+            nats: NatsSettings { url: nats_url(), stream: format!("T_{id}"), subject_prefix: format!("t{id}") },
+            public_key_pem: public,
+            signer: Signer::from_private_pem(&private).unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+            postgres_dbs: Vec::new(),
+            id,
+        }
+    }
+
+    /// A unique team name for this test.
+    pub fn team(&self, name: &str) -> String {
+        format!("{name}-{}", self.id)
+    }
+
+    /// An identity token for `team` with `role`.
+    pub fn token(&self, team: &str, role: Role) -> String {
+        self.signer.mint(&format!("test@{team}"), team, role, Duration::from_secs(3600)).unwrap()
+    }
+
+    /// A fresh database URL for `backend`.
+    pub async fn database_url(&mut self, backend: Backend, name: &str) -> String {
+        match backend {
+            Backend::Sqlite => format!("sqlite://{}", self.dir.path().join(format!("{name}.db")).display()),
+            Backend::Postgres => {
+                let db = format!("strata_t_{}_{name}", self.id);
+                let mut admin = sqlx::PgConnection::connect(&postgres_admin_url()).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                self.postgres_dbs.push(db.clone());
+                let base = postgres_admin_url();
+                let root = &base[..base.rfind('/').unwrap()];
+                format!("{root}/{db}")
+            }
+        }
+    }
+
+    /// A compute config for this env, on port 0.
+    pub async fn compute_config(&mut self, backend: Backend, data_dir: &str) -> strata_compute::Config {
+        strata_compute::Config {
+            server: ServerSettings { grace_period_secs: 5, ..ServerSettings::local(0) },
+            database: DatabaseSettings { url: self.database_url(backend, data_dir).await, max_connections: 0 },
+            nats: self.nats.clone(),
+            identity: IdentitySettings { public_key_pem: self.public_key_pem.clone(), public_key_file: String::new() },
+            data_dir: self.dir.path().join(data_dir),
+            ready_timeout_secs: 20,
+            stop_grace_secs: 5,
+            ..strata_compute::Config::default()
+        }
+    }
+
+    /// NATS client for reading the stream.
+    pub async fn nats(&self) -> async_nats::Client {
+        async_nats::connect(&self.nats.url).await.unwrap()
+    }
+
+    /// Every event on this test's stream, in order, as (Nats-Msg-Id, JSON).
+    pub async fn events(&self) -> Vec<(String, serde_json::Value)> {
+        let js = async_nats::jetstream::new(self.nats().await);
+        let Ok(mut stream) = js.get_stream(&self.nats.stream).await else { return Vec::new() };
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            if let Ok(msg) = stream.get_raw_message(seq).await {
+                let id = msg.headers.get("Nats-Msg-Id").map(|v| v.to_string()).unwrap_or_default();
+                out.push((id, serde_json::from_slice(&msg.payload).unwrap()));
+            }
+        }
+        out
+    }
+
+    /// Waits until an event of CloudEvents `ty` matching `pred` is on the
+    /// stream, and returns it.
+    pub async fn wait_event(&self, ty: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        wait_for(&format!("event {ty}"), Duration::from_secs(30), || async {
+            self.events().await.into_iter().map(|(_, e)| e).find(|e| e["type"] == ty && pred(e))
+        })
+        .await
+    }
+
+    /// Deletes what the env made outside its directory.
+    pub async fn cleanup(self) {
+        if let Ok(client) = async_nats::connect(&self.nats.url).await {
+            let _ = async_nats::jetstream::new(client).delete_stream(&self.nats.stream).await;
+        }
+        if !self.postgres_dbs.is_empty() {
+            let mut admin = sqlx::PgConnection::connect(&postgres_admin_url()).await.unwrap();
+            for db in &self.postgres_dbs {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")))
+                    .execute(&mut admin)
+                    .await;
+            }
+        }
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Polls `check` every 50 ms until it yields a value, failing after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {}s waiting for {what}", limit.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A compute service running in this process.
+pub struct ComputeUnderTest {
+    pub addr: SocketAddr,
+    pub config: strata_compute::Config,
+    shutdown: CancellationToken,
+    running: strata_compute::Running,
+}
+
+impl ComputeUnderTest {
+    /// Starts compute and waits until its health is SERVING.
+    pub async fn start(config: strata_compute::Config) -> Self {
+        let shutdown = CancellationToken::new();
+        let running = strata_compute::start(config.clone(), shutdown.clone()).await.unwrap();
+        let addr = running.addr;
+        wait_serving(addr, strata_compute::SERVICE_NAME).await;
+        Self { addr, config, shutdown, running }
+    }
+
+    /// A client acting with `token`.
+    pub async fn client(&self, token: &str) -> ComputeClient {
+        let channel = Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap();
+        ComputeServiceClient::with_interceptor(channel, BearerToken::new(token).unwrap())
+    }
+
+    /// A client sending no credentials at all.
+    pub async fn anonymous(&self) -> ComputeServiceClient<Channel> {
+        ComputeServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
+    }
+
+    /// Shuts compute down gracefully (its instances are stopped).
+    pub async fn stop(self) -> strata_compute::Config {
+        self.shutdown.cancel();
+        self.running.wait().await.unwrap();
+        self.config
+    }
+}
+
+/// Waits until `grpc.health.v1` reports SERVING for `service` at `addr`.
+pub async fn wait_serving(addr: SocketAddr, service: &str) {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    wait_for("health SERVING", Duration::from_secs(30), || async {
+        let channel = Channel::from_shared(format!("http://{addr}")).ok()?.connect().await.ok()?;
+        let mut client = HealthClient::new(channel);
+        let reply = client.check(HealthCheckRequest { service: service.to_owned() }).await.ok()?;
+        (reply.into_inner().status == ServingStatus::Serving as i32).then_some(())
+    })
+    .await
+}
+
+/// Packs `dir` into a tar.gz in memory.
+pub fn pack_dir(dir: &Path) -> Vec<u8> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(encoder);
+    builder.append_dir_all(".", dir).unwrap();
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+/// Uploads `archive` for `app` in 64 KiB chunks.
+pub async fn upload(client: &mut ComputeClient, app: &str, archive: Vec<u8>) -> Result<pb::Upload, tonic::Status> {
+    use pb::upload_source_request::Part;
+    let mut messages = vec![pb::UploadSourceRequest { part: Some(Part::App(app.to_owned())) }];
+    messages.extend(archive.chunks(64 * 1024).map(|c| pb::UploadSourceRequest { part: Some(Part::Chunk(c.to_vec())) }));
+    Ok(client.upload_source(futures::stream::iter(messages)).await?.into_inner())
+}
+
+/// Runs a deploy (or rollback) stream to its end: the log lines and the outcome.
+pub async fn finish_deploy(
+    stream: tonic::Streaming<pb::DeployProgress>,
+) -> Result<(Vec<String>, pb::Deployment), tonic::Status> {
+    use pb::deploy_progress::Event;
+    let mut stream = stream;
+    let mut log = Vec::new();
+    while let Some(progress) = stream.next().await {
+        match progress?.event {
+            Some(Event::Log(line)) => log.push(line),
+            Some(Event::Deployment(deployment)) => return Ok((log, deployment)),
+            _ => {}
+        }
+    }
+    Err(tonic::Status::internal(format!("deploy stream ended without an outcome; log: {log:?}")))
+}
+
+/// Deploys `argv` as a command release and waits for the outcome.
+pub async fn deploy_command(
+    client: &mut ComputeClient,
+    app: &str,
+    argv: &[&str],
+    workdir: &Path,
+    instances: u32,
+) -> Result<pb::Deployment> {
+    let stream = client
+        .deploy(pb::DeployRequest {
+            app: app.to_owned(),
+            source: Some(pb::deploy_request::Source::Command(pb::CommandSource {
+                argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+                workdir: workdir.display().to_string(),
+            })),
+            instances,
+        })
+        .await?
+        .into_inner();
+    let (log, deployment) = finish_deploy(stream).await?;
+    if deployment.status != pb::DeploymentStatus::Succeeded as i32 {
+        bail!("deployment failed: {} (log: {log:?})", deployment.reason);
+    }
+    Ok(deployment)
+}
+
+/// The running instances of an app.
+pub async fn running_instances(client: &mut ComputeClient, app: &str) -> Vec<pb::Instance> {
+    client
+        .list_instances(pb::ListInstancesRequest { app: app.to_owned() })
+        .await
+        .unwrap()
+        .into_inner()
+        .instances
+        .into_iter()
+        .filter(|i| i.state == pb::InstanceState::Running as i32)
+        .collect()
+}
+
+/// Waits until the app runs exactly `n` instances, all of `version` when given, and no others exist.
+pub async fn wait_instances(
+    client: &mut ComputeClient,
+    app: &str,
+    n: usize,
+    version: Option<u32>,
+) -> Vec<pb::Instance> {
+    wait_for(&format!("{n} running instances of {app}"), Duration::from_secs(40), || {
+        let mut client = client.clone();
+        async move {
+            let all = client
+                .list_instances(pb::ListInstancesRequest { app: app.to_owned() })
+                .await
+                .ok()?
+                .into_inner()
+                .instances;
+            let running: Vec<pb::Instance> = all
+                .iter()
+                .filter(|i| {
+                    i.state == pb::InstanceState::Running as i32 && version.is_none_or(|v| i.release_version == v)
+                })
+                .cloned()
+                .collect();
+            (running.len() == n && all.len() == n).then_some(running)
+        }
+    })
+    .await
+}
+
+/// A plain HTTP/1.0 GET to 127.0.0.1:`port`: (status, body).
+pub async fn http_get(port: u32, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", u16::try_from(port)?)).await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).context("no status line")?.parse()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A config map from pairs.
+pub fn vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>().into_iter().collect()
+}

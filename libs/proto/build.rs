@@ -27,9 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_with_config(config, &protos, &[root])?;
 
     let descriptors = fs::read(&descriptor_path)?;
-    pbjson_build::Builder::new()
-        .register_descriptors(&descriptors)?
-        .build(&[".strata"])?;
+    pbjson_build::Builder::new().register_descriptors(&descriptors)?.build(&[".strata"])?;
     Ok(())
 }
 

@@ -64,7 +64,12 @@ pub struct ConsumerSpec {
 impl ConsumerSpec {
     /// A consumer that reads the filtered history from the start.
     pub fn new(durable_name: impl Into<String>, filter: impl Into<String>) -> Self {
-        Self { durable_name: durable_name.into(), filter: filter.into(), deliver_policy: DeliverPolicy::All, max_deliver: 20 }
+        Self {
+            durable_name: durable_name.into(),
+            filter: filter.into(),
+            deliver_policy: DeliverPolicy::All,
+            max_deliver: 20,
+        }
     }
 }
 
@@ -83,8 +88,10 @@ pub async fn run<H: Handler>(
     handler: H,
     shutdown: CancellationToken,
 ) -> Result<(), EventsError> {
-    let consumer_error =
-        |e: &dyn std::fmt::Display| EventsError::Consumer { consumer: spec.durable_name.clone(), message: e.to_string() };
+    let consumer_error = |e: &dyn std::fmt::Display| EventsError::Consumer {
+        consumer: spec.durable_name.clone(),
+        message: e.to_string(),
+    };
     let stream = bus.ensure_stream().await?;
     let consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(
@@ -155,8 +162,8 @@ async fn handle_one<H: Handler>(
     handler: &H,
     message: &async_nats::jetstream::Message,
 ) -> Result<(), HandleError> {
-    let event: CloudEvent = serde_json::from_slice(&message.payload)
-        .map_err(|e| HandleError::Fatal(format!("not a CloudEvent: {e}")))?;
+    let event: CloudEvent =
+        serde_json::from_slice(&message.payload).map_err(|e| HandleError::Fatal(format!("not a CloudEvent: {e}")))?;
     let mut tx = outbox.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO strata_inbox (consumer, event_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",

@@ -187,10 +187,8 @@ impl Signer {
 pub fn generate_keypair() -> Result<(String, String), IdentityError> {
     let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let private = signing.to_pkcs8_pem(LineEnding::LF).map_err(|e| IdentityError::Key(e.to_string()))?;
-    let public = signing
-        .verifying_key()
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| IdentityError::Key(e.to_string()))?;
+    let public =
+        signing.verifying_key().to_public_key_pem(LineEnding::LF).map_err(|e| IdentityError::Key(e.to_string()))?;
     Ok((private.to_string(), public))
 }
 
@@ -210,10 +208,9 @@ impl Authenticator {
 
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`: log in with `strata login`"))?;
+        let header = request.metadata().get("authorization").ok_or_else(|| {
+            Status::unauthenticated("missing `authorization: Bearer <token>`: log in with `strata login`")
+        })?;
         let token = header
             .to_str()
             .ok()
@@ -232,6 +229,30 @@ impl Interceptor for Authenticator {
     }
 }
 
+/// A client-side interceptor that sends `authorization: Bearer <token>` on
+/// every call.
+#[derive(Clone, Debug)]
+pub struct BearerToken {
+    value: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl BearerToken {
+    /// Fails when `token` holds characters a header cannot carry.
+    pub fn new(token: &str) -> Result<Self, IdentityError> {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| IdentityError::Key("the token holds characters a header cannot carry".to_owned()))?;
+        Ok(Self { value })
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert("authorization", self.value.clone());
+        Ok(request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,7 +266,8 @@ mod tests {
         let identity = verifier.verify(&token)?;
         assert_eq!(identity, Identity { subject: "ann".into(), team: "blue".into(), role: Role::Member });
 
-        let forged = Signer::from_private_pem(&other_private)?.mint("ann", "blue", Role::Admin, Duration::from_secs(60))?;
+        let forged =
+            Signer::from_private_pem(&other_private)?.mint("ann", "blue", Role::Admin, Duration::from_secs(60))?;
         assert!(verifier.verify(&forged).is_err());
         Ok(())
     }

@@ -110,10 +110,7 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let routes = routes
-            .add_service(self.health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha);
+        let routes = routes.add_service(self.health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
 
         let health = self.health.clone();
         let stop_accepting = shutdown.clone();

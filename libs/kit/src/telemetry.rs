@@ -39,9 +39,7 @@ pub fn init(service: &str) -> TelemetryGuard {
         },
         _ => None,
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_owned())));
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_owned())));
 
     let installed = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init().is_ok();
     TelemetryGuard { provider: if installed { provider } else { None } }

@@ -7,8 +7,7 @@
 #![allow(missing_docs, clippy::all, clippy::unwrap_used, clippy::expect_used)]
 
 /// The encoded `FileDescriptorSet` of all Strata protos, for reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
 
 pub mod compute {
     pub mod v1 {

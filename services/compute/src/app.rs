@@ -169,7 +169,10 @@ impl Compute {
     pub async fn app_find(&self, identity: &Identity, name: &str) -> Result<App> {
         validate_app_name(name)?;
         self.store.app_by_name(&identity.team, name).await?.ok_or_else(|| {
-            Error::NotFound(format!("app {name:?} not found in team {}: `strata apps list` shows your apps", identity.team))
+            Error::NotFound(format!(
+                "app {name:?} not found in team {}: `strata apps list` shows your apps",
+                identity.team
+            ))
         })
     }
 
@@ -193,8 +196,13 @@ impl Compute {
             }
             other => other.into(),
         })?;
-        tx.emit(events::APP_CREATED, &app.id, &app.team, &pb::AppCreated { app_id: app.id.clone(), app: app.name.clone() })
-            .await?;
+        tx.emit(
+            events::APP_CREATED,
+            &app.id,
+            &app.team,
+            &pb::AppCreated { app_id: app.id.clone(), app: app.name.clone() },
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(team = %app.team, app = %app.name, "app created");
         Ok(app)
@@ -211,8 +219,13 @@ impl Compute {
         let _guard = self.lock_app(&app.id).await;
         let mut tx = self.store.begin().await?;
         store::app_delete(tx.conn(), &app.id).await?;
-        tx.emit(events::APP_DELETED, &app.id, &app.team, &pb::AppDeleted { app_id: app.id.clone(), app: app.name.clone() })
-            .await?;
+        tx.emit(
+            events::APP_DELETED,
+            &app.id,
+            &app.team,
+            &pb::AppDeleted { app_id: app.id.clone(), app: app.name.clone() },
+        )
+        .await?;
         tx.commit().await?;
         self.runtime.request_reconcile(Some(app.id.clone()));
         let mut changes = self.runtime.changes();
@@ -281,7 +294,8 @@ impl Compute {
         let _guard = self.lock_app(&app.id).await;
         let mut tx = self.store.begin().await?;
         for (key, value) in vars {
-            store::config_upsert(tx.conn(), &app.id, &ConfigVar { key: key.clone(), value: value.clone(), secret }).await?;
+            store::config_upsert(tx.conn(), &app.id, &ConfigVar { key: key.clone(), value: value.clone(), secret })
+                .await?;
         }
         tx.commit().await?;
         tracing::info!(app = %app.name, keys = ?vars.keys().collect::<Vec<_>>(), secret, "config set");
@@ -369,20 +383,21 @@ impl Compute {
         identity.require_write().map_err(|s| Error::PermissionDenied(s.message().to_owned()))?;
         let app = self.app_find(identity, name).await?;
         let upload = match &source {
-            Source::Upload(id) => Some(
-                self.store
-                    .upload_by_id(id)
-                    .await?
-                    .filter(|u| u.app_id == app.id)
-                    .ok_or_else(|| Error::NotFound(format!("upload {id:?} not found for app {name:?}: upload again")))?,
-            ),
+            Source::Upload(id) => {
+                Some(self.store.upload_by_id(id).await?.filter(|u| u.app_id == app.id).ok_or_else(|| {
+                    Error::NotFound(format!("upload {id:?} not found for app {name:?}: upload again"))
+                })?)
+            }
             Source::Command { argv, .. } if argv.is_empty() || argv[0].is_empty() => {
-                return Err(Error::InvalidArgument("the command is empty: give a program and its arguments".to_owned()));
+                return Err(Error::InvalidArgument(
+                    "the command is empty: give a program and its arguments".to_owned(),
+                ));
             }
             Source::Command { .. } => None,
         };
         let _guard = self.lock_app(&app.id).await;
-        let app = self.store.app_by_id(&app.id).await?.ok_or_else(|| Error::NotFound(format!("app {name:?} was deleted")))?;
+        let app =
+            self.store.app_by_id(&app.id).await?.ok_or_else(|| Error::NotFound(format!("app {name:?} was deleted")))?;
 
         let release_id = uuid::Uuid::now_v7().to_string();
         let mut deployment = Deployment {
@@ -552,7 +567,8 @@ impl Compute {
                         }
                     })
                 };
-                let built = tokio::time::timeout(self.settings.build_timeout, buildpack::build(release_dir, &log_tx)).await;
+                let built =
+                    tokio::time::timeout(self.settings.build_timeout, buildpack::build(release_dir, &log_tx)).await;
                 drop(log_tx);
                 let _ = forward.await;
                 let built = built
@@ -691,7 +707,11 @@ impl Compute {
 }
 
 fn archive_error(error: archive::ArchiveError) -> Error {
-    if error.is_invalid_input() { Error::InvalidArgument(error.to_string()) } else { Error::Internal(error.to_string()) }
+    if error.is_invalid_input() {
+        Error::InvalidArgument(error.to_string())
+    } else {
+        Error::Internal(error.to_string())
+    }
 }
 
 #[cfg(test)]

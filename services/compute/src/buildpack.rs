@@ -46,8 +46,9 @@ async fn procfile(dir: &Path, log: &mpsc::UnboundedSender<String>) -> Result<Opt
         Err(e) => return Err(e.into()),
     };
     let _ = log.send("-----> Procfile detected".to_owned());
-    let command = parse_procfile(&text, "web")
-        .ok_or_else(|| BuildError::Invalid("the Procfile has no `web:` process: add a line like `web: ./server`".to_owned()))?;
+    let command = parse_procfile(&text, "web").ok_or_else(|| {
+        BuildError::Invalid("the Procfile has no `web:` process: add a line like `web: ./server`".to_owned())
+    })?;
     let _ = log.send(format!("       web: {command}"));
     Ok(Some(Built { buildpack: "procfile", argv: shell(&command) }))
 }

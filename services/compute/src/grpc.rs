@@ -147,7 +147,9 @@ where
             let _ = out_tx.send(Ok(pb::DeployProgress { event: Some(event) }));
         }
         let last = match deployment.await {
-            Ok(Ok(deployment)) => Ok(pb::DeployProgress { event: Some(Event::Deployment(deployment_reply(&app, &deployment))) }),
+            Ok(Ok(deployment)) => {
+                Ok(pb::DeployProgress { event: Some(Event::Deployment(deployment_reply(&app, &deployment))) })
+            }
             Ok(Err(error)) => Err(status_of(error)),
             Err(join) => Err(Status::internal(format!("the deployment task failed: {join}"))),
         };
@@ -182,7 +184,10 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
     }
 
     #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-    async fn delete_app(&self, request: Request<pb::DeleteAppRequest>) -> Result<Response<pb::DeleteAppResponse>, Status> {
+    async fn delete_app(
+        &self,
+        request: Request<pb::DeleteAppRequest>,
+    ) -> Result<Response<pb::DeleteAppResponse>, Status> {
         let identity = Identity::of(&request)?;
         identity.require_write()?;
         self.compute.app_delete(&identity, &request.get_ref().app).await.map_err(status_of)?;
@@ -225,7 +230,9 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
         };
         let chunks = stream.map(|message| match message {
             Ok(pb::UploadSourceRequest { part: Some(Part::Chunk(bytes)) }) => Ok(bytes),
-            Ok(_) => Err(app::Error::InvalidArgument("after the first message, an upload sends only chunks".to_owned())),
+            Ok(_) => {
+                Err(app::Error::InvalidArgument("after the first message, an upload sends only chunks".to_owned()))
+            }
             Err(status) => Err(app::Error::InvalidArgument(format!("the upload broke off: {}", status.message()))),
         });
         let upload = self.compute.upload_receive(&identity, &app, Box::pin(chunks)).await.map_err(status_of)?;
@@ -275,7 +282,9 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
         let identity = Identity::of(&request)?;
         let app = &request.get_ref().app;
         let releases = self.compute.releases_list(&identity, app).await.map_err(status_of)?;
-        Ok(Response::new(pb::ListReleasesResponse { releases: releases.iter().map(|r| release_reply(app, r)).collect() }))
+        Ok(Response::new(pb::ListReleasesResponse {
+            releases: releases.iter().map(|r| release_reply(app, r)).collect(),
+        }))
     }
 
     async fn list_deployments(
@@ -313,13 +322,22 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
 
     type StreamLogsStream = LogStream;
 
-    async fn stream_logs(&self, request: Request<pb::StreamLogsRequest>) -> Result<Response<Self::StreamLogsStream>, Status> {
+    async fn stream_logs(
+        &self,
+        request: Request<pb::StreamLogsRequest>,
+    ) -> Result<Response<Self::StreamLogsStream>, Status> {
         let identity = Identity::of(&request)?;
         let req = request.get_ref();
         let app = self.compute.app_find(&identity, &req.app).await.map_err(status_of)?;
         let tail = if req.tail == 0 { 100 } else { req.tail as usize };
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(logs::stream(self.compute.runtime().log_dir(&app.id), tail, req.follow, tx, self.shutdown.clone()));
+        tokio::spawn(logs::stream(
+            self.compute.runtime().log_dir(&app.id),
+            tail,
+            req.follow,
+            tx,
+            self.shutdown.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
 }

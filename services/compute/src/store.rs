@@ -361,15 +361,17 @@ pub async fn deployment_update(conn: &mut AnyConnection, deployment: &Deployment
 }
 
 pub async fn upload_insert(conn: &mut AnyConnection, upload: &Upload) -> Result<()> {
-    sqlx::query("INSERT INTO uploads (id, app_id, path, size_bytes, files, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(&upload.id)
-        .bind(&upload.app_id)
-        .bind(&upload.path)
-        .bind(i64::try_from(upload.size_bytes).unwrap_or(i64::MAX))
-        .bind(i64::from(upload.files))
-        .bind(upload.created_at)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO uploads (id, app_id, path, size_bytes, files, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&upload.id)
+    .bind(&upload.app_id)
+    .bind(&upload.path)
+    .bind(i64::try_from(upload.size_bytes).unwrap_or(i64::MAX))
+    .bind(i64::from(upload.files))
+    .bind(upload.created_at)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -140,7 +140,11 @@ impl Runtime {
     /// Adopts the instances a previous run left, kills strays, and starts the
     /// reconciler. Instances are stopped when `shutdown` fires and
     /// [`Runtime::drain`] is awaited.
-    pub async fn start(store: Store, settings: RuntimeSettings, shutdown: CancellationToken) -> Result<Self, RuntimeError> {
+    pub async fn start(
+        store: Store,
+        settings: RuntimeSettings,
+        shutdown: CancellationToken,
+    ) -> Result<Self, RuntimeError> {
         let (reconcile, requests) = mpsc::unbounded_channel();
         let runtime = Runtime {
             inner: Arc::new(Inner {
@@ -300,7 +304,8 @@ impl Runtime {
         {
             let slots = self.slots();
             let live = |s: &&Slot| s.view.app_id == app.id && s.view.state != State::Stopping;
-            let mut current: Vec<&Slot> = slots.values().filter(live).filter(|s| s.view.release_id == release.id).collect();
+            let mut current: Vec<&Slot> =
+                slots.values().filter(live).filter(|s| s.view.release_id == release.id).collect();
             if current.len() < want {
                 to_start = want - current.len();
             } else if current.len() > want {
@@ -352,17 +357,10 @@ impl Runtime {
         };
         let stop = CancellationToken::new();
         let stop_reason = Arc::new(Mutex::new(String::new()));
-        self.slots()
-            .insert(id.clone(), Slot { view, stop: stop.clone(), stop_reason: stop_reason.clone() });
+        self.slots().insert(id.clone(), Slot { view, stop: stop.clone(), stop_reason: stop_reason.clone() });
         self.changed();
-        let supervisor = Supervisor {
-            runtime: self.clone(),
-            app: app.clone(),
-            release: release.clone(),
-            id,
-            stop,
-            stop_reason,
-        };
+        let supervisor =
+            Supervisor { runtime: self.clone(), app: app.clone(), release: release.clone(), id, stop, stop_reason };
         self.inner.tasks.spawn(supervisor.run(adopted.map(|(_, proc)| proc)));
     }
 
@@ -505,7 +503,12 @@ impl Supervisor {
         }
     }
 
-    async fn try_persist(&self, view: &InstanceView, pid_start: u64, event: Option<&InstanceEvent>) -> Result<(), RuntimeError> {
+    async fn try_persist(
+        &self,
+        view: &InstanceView,
+        pid_start: u64,
+        event: Option<&InstanceEvent>,
+    ) -> Result<(), RuntimeError> {
         let host = self.runtime.inner.settings.host.clone();
         let mut tx = self.runtime.inner.store.begin().await?;
         match event {
@@ -581,15 +584,14 @@ impl Supervisor {
             let Outcome::Crashed { code, reason } = outcome else { break };
             tracing::warn!(app = %self.app.name, instance = %self.id, code, %reason, adopted = was_adopted, "instance crashed");
             self.log_line(&format!("crashed: {reason}"));
-            let Some(view) = self.update(|v| {
-                v.state = State::Crashed;
-                v.restarts += 1;
-                v.consecutive_failures += 1;
-                v.last_error = reason.clone();
-            }) else {
-                break;
-            };
+            let Some(mut view) = self.update(|_| {}) else { break };
+            view.state = State::Crashed;
+            view.restarts += 1;
+            view.consecutive_failures += 1;
+            view.last_error = reason.clone();
             self.persist(&view, 0, Some(InstanceEvent::Crashed { code, reason })).await;
+            let shown = view.clone();
+            self.update(move |v| *v = shown);
             self.runtime.request_reconcile(Some(self.app.id.clone()));
             let exponent = view.consecutive_failures.saturating_sub(1).min(6);
             let backoff = (Duration::from_millis(500) * 2u32.pow(exponent)).min(Duration::from_secs(30));
@@ -667,14 +669,19 @@ impl Supervisor {
                     };
                 }
             }
-            let Some(view) = self.update(|v| {
-                v.state = State::Running;
-                v.started_at = now_ms();
-            }) else {
+            // Record the fact (and its event) first, then show it: whoever
+            // waits for this instance to run sees it only once it is committed.
+            let Some(mut view) = self.update(|_| {}) else {
                 proc.stop(settings.stop_grace).await;
                 return Outcome::Stopped;
             };
+            view.state = State::Running;
+            view.started_at = now_ms();
             self.persist(&view, proc.start_time, Some(InstanceEvent::Started)).await;
+            self.update(|v| {
+                v.state = State::Running;
+                v.started_at = view.started_at;
+            });
             self.runtime.request_reconcile(Some(self.app.id.clone()));
         }
 

@@ -68,7 +68,8 @@ pub fn spawn(launch: &Launch, port: u16, log: &Path) -> io::Result<Proc> {
     let out = OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
     let port_text = port.to_string();
-    let args: Vec<String> = args.iter().map(|a| a.replace("${PORT}", &port_text).replace("$PORT", &port_text)).collect();
+    let args: Vec<String> =
+        args.iter().map(|a| a.replace("${PORT}", &port_text).replace("$PORT", &port_text)).collect();
 
     let mut command = tokio::process::Command::new(program);
     command
@@ -86,7 +87,11 @@ pub fn spawn(launch: &Launch, port: u16, log: &Path) -> io::Result<Proc> {
             command.env_remove(&key);
         }
     }
-    command.envs(&launch.env).env("PORT", &port_text).env(NODE_ENV, &launch.node_id).env(INSTANCE_ENV, &launch.instance_id);
+    command
+        .envs(&launch.env)
+        .env("PORT", &port_text)
+        .env(NODE_ENV, &launch.node_id)
+        .env(INSTANCE_ENV, &launch.instance_id);
 
     let child = command.spawn()?;
     let pid = child.id().ok_or_else(|| io::Error::other("the process exited before it could be watched"))?;
@@ -103,10 +108,7 @@ impl Proc {
         }
         let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
         let wanted = format!("{INSTANCE_ENV}={instance_id}");
-        environ
-            .split(|b| *b == 0)
-            .any(|var| var == wanted.as_bytes())
-            .then_some(Proc { pid, start_time, child: None })
+        environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()).then_some(Proc { pid, start_time, child: None })
     }
 
     /// Waits until the process exits.
@@ -231,6 +233,11 @@ mod tests {
         };
         let mut proc = spawn(&launch, 1, &dir.path().join("log"))?;
         assert!(is_alive(proc.pid, proc.start_time));
+        // Until the child has exec'd, /proc shows the parent's environment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while processes_of_node(&launch.node_id).is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(Proc::adopt(proc.pid, proc.start_time, "i-test").is_some());
         assert!(Proc::adopt(proc.pid, proc.start_time, "i-other").is_none());
         assert!(Proc::adopt(proc.pid, proc.start_time + 1, "i-test").is_none());
