@@ -170,8 +170,7 @@ async fn rollback_to_an_earlier_release(backend: Backend) {
         .set_config(pb::SetConfigRequest { app: "timetravel".into(), vars: vars(&[("GREETING", "hi")]), secret: false })
         .await
         .unwrap();
-    let v2 = deploy_hello(&mut client, "timetravel", 0).await;
-    assert_eq!(v2.release_version, 2);
+    // A config change is a new release of the same artifact (v2), rolled out at once.
     let instance = wait_instances(&mut client, "timetravel", 1, Some(2)).await.remove(0);
     assert!(http_get(instance.port, "/").await.unwrap().1.contains("release v2"));
     assert_eq!(http_get(instance.port, "/env/GREETING").await.unwrap(), (200, "hi".to_owned()));
@@ -452,6 +451,56 @@ async fn stock_grpc_clients_see_health_and_reflection() {
     assert_eq!(report["health"], "SERVING");
     let services: Vec<&str> = report["services"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     assert!(services.contains(&strata_compute::SERVICE_NAME), "{services:?}");
+
+    compute.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashing_app_is_reported_as_crash_looping_and_recovers() {
+    let (env, compute, _team, mut client) = setup(Backend::Sqlite).await;
+    let crash_file = env.dir.path().join("crash-now");
+    create(&mut client, "wobbly").await;
+    client
+        .set_config(pb::SetConfigRequest {
+            app: "wobbly".into(),
+            vars: vars(&[("CRASH_FILE", crash_file.to_str().unwrap())]),
+            secret: false,
+        })
+        .await
+        .unwrap();
+    deploy_command(&mut client, "wobbly", &["python3", "app.py"], &repo_root().join("examples/crasher"), 1)
+        .await
+        .unwrap();
+    let instance = wait_instances(&mut client, "wobbly", 1, None).await.remove(0);
+
+    // From now on every start fails: restarts back off and the app shows it.
+    std::fs::write(&crash_file, "").unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(instance.pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for("crash-loop status", Duration::from_secs(30), || {
+        let mut client = client.clone();
+        async move {
+            let app = client.get_app(pb::GetAppRequest { app: "wobbly".into() }).await.ok()?.into_inner();
+            (app.status == pb::AppStatus::CrashLoop as i32).then_some(())
+        }
+    })
+    .await;
+    let crashes =
+        env.events().await.into_iter().filter(|(_, e)| e["type"] == "dev.strata.compute.instance.crashed.v1").count();
+    assert!(crashes >= 3, "{crashes} crash events");
+
+    // Fixed: the next restart succeeds and the app is running again.
+    std::fs::remove_file(&crash_file).unwrap();
+    wait_for("recovery", Duration::from_secs(60), || {
+        let mut client = client.clone();
+        async move {
+            let app = client.get_app(pb::GetAppRequest { app: "wobbly".into() }).await.ok()?.into_inner();
+            (app.status == pb::AppStatus::Running as i32).then_some(())
+        }
+    })
+    .await;
+    let back = running_instances(&mut client, "wobbly").await.remove(0);
+    assert_eq!(http_get(back.port, "/").await.unwrap().0, 200);
 
     compute.stop().await;
     env.cleanup().await;

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::context::PublishAckFuture;
 use serde::Serialize;
-use sqlx::{Any, AnyConnection, QueryBuilder, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 use strata_kit::{Db, store::now_ms};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -150,14 +150,15 @@ impl Outbox {
             }
         }
         if !sent.is_empty() {
-            let mut update = QueryBuilder::<Any>::new("UPDATE strata_outbox SET sent_at = ");
-            update.push_bind(now_ms()).push(" WHERE seq IN (");
-            let mut list = update.separated(", ");
+            // Numbered placeholders: the Any driver's QueryBuilder writes `?`,
+            // which Postgres does not accept.
+            let list: Vec<String> = (0..sent.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!("UPDATE strata_outbox SET sent_at = $1 WHERE seq IN ({})", list.join(", "));
+            let mut update = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
             for seq in &sent {
-                list.push_bind(*seq);
+                update = update.bind(*seq);
             }
-            update.push(")");
-            update.build().execute(self.db.pool()).await?;
+            update.execute(self.db.pool()).await?;
         }
         match failure {
             Some(message) if sent.is_empty() => {

@@ -253,7 +253,7 @@ impl Compute {
         let running = current.iter().filter(|i| i.state == State::Running).count() as u32;
         let status = if app.release_id.is_none() {
             pb::AppStatus::New
-        } else if current.iter().any(|i| i.consecutive_failures >= CRASH_LOOP_AFTER) {
+        } else if current.iter().any(|i| i.state != State::Running && i.consecutive_failures >= CRASH_LOOP_AFTER) {
             pb::AppStatus::CrashLoop
         } else if app.instances == 0 && instances.is_empty() {
             pb::AppStatus::Idle
@@ -299,6 +299,7 @@ impl Compute {
         }
         tx.commit().await?;
         tracing::info!(app = %app.name, keys = ?vars.keys().collect::<Vec<_>>(), secret, "config set");
+        self.release_config(&app).await?;
         Ok(self.store.config_of(&app.id).await?)
     }
 
@@ -312,7 +313,45 @@ impl Compute {
             }
         }
         tx.commit().await?;
+        self.release_config(&app).await?;
         Ok(self.store.config_of(&app.id).await?)
+    }
+
+    /// After a config change, releases the running artifact again with the
+    /// new config (as a new version) and rolls it out with no downtime.
+    async fn release_config(&self, app: &App) -> Result<()> {
+        let Some(current_id) = &app.release_id else { return Ok(()) };
+        let Some(current) = self.store.release_by_id(current_id).await? else { return Ok(()) };
+        let env = self.store.config_of(&app.id).await?.into_iter().map(|v| (v.key, v.value)).collect();
+        let mut release = Release { id: uuid::Uuid::now_v7().to_string(), env, created_at: now_ms(), ..current };
+        let mut deployment = Deployment {
+            id: uuid::Uuid::now_v7().to_string(),
+            app_id: app.id.clone(),
+            release_id: Some(release.id.clone()),
+            version: 0,
+            status: DeploymentStatus::RollingOut,
+            reason: String::new(),
+            created_at: now_ms(),
+            finished_at: None,
+        };
+        let mut tx = self.store.begin().await?;
+        release.version = store::release_next_version(tx.conn(), &app.id).await?;
+        deployment.version = release.version;
+        store::release_insert(tx.conn(), &release).await?;
+        store::deployment_insert(tx.conn(), &deployment).await?;
+        self.emit_deployment_started(&mut tx, app, &deployment).await?;
+        tx.commit().await?;
+        let (progress, _ignored) = mpsc::unbounded_channel();
+        let version = release.version;
+        let outcome = self.roll_out(app.clone(), release, deployment, 0, &progress).await?;
+        if outcome.status == DeploymentStatus::Failed {
+            return Err(Error::FailedPrecondition(format!(
+                "the config is saved, but release v{version} with it did not start ({}); the previous release \
+                 keeps running",
+                outcome.reason
+            )));
+        }
+        Ok(())
     }
 
     /// Receives an upload, checks it, and keeps it for a deploy. A bad or
@@ -608,6 +647,10 @@ impl Compute {
             .await;
         match outcome {
             Ok(()) => {
+                // The rollout is complete once the old instances are drained.
+                if !self.runtime.wait_drained(&app.id, &release.id, self.settings.rollout_timeout).await {
+                    let _ = progress.send(Progress::Log("       old instances are still stopping".to_owned()));
+                }
                 deployment.status = DeploymentStatus::Succeeded;
                 deployment.finished_at = Some(now_ms());
                 let mut tx = self.store.begin().await?;

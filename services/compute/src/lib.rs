@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod logs;
 pub mod model;
 pub mod runtime;
+pub mod static_site;
 pub mod store;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};

@@ -15,6 +15,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // A static site release's instance: `strata-compute __static-site DIR` on $PORT.
+    if let Some(dir) = strata_compute::static_site::subcommand_dir(std::env::args_os()) {
+        return Ok(strata_compute::static_site::serve_from_env(dir).await?);
+    }
     let args = Args::parse();
     let _telemetry = strata_kit::telemetry::init("strata-compute");
     let config: strata_compute::Config = strata_kit::settings::load("compute", args.config.as_deref())?;

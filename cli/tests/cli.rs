@@ -1,0 +1,233 @@
+//! The real `strata` binary, as a user runs it: `strata up` on free ports with
+//! its own data directory and stream, then the CLI against it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use strata_integration_tests::{http_get, nats_url, repo_root, wait_for};
+
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+/// A `strata up` running as a child process.
+struct Platform {
+    child: Child,
+    data_dir: PathBuf,
+    config_dir: tempfile::TempDir,
+    endpoint: String,
+    token: String,
+    stream: String,
+}
+
+impl Platform {
+    async fn up(data_dir: &Path, stream: &str) -> Self {
+        let child = Command::new(STRATA)
+            .args(["up", "--listen", "127.0.0.1:0", "--compute-listen", "127.0.0.1:0"])
+            .args(["--stream", stream, "--subject-prefix", &stream.to_lowercase()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("NATS_URL", nats_url())
+            .env_remove("STRATA_TOKEN")
+            .env_remove("STRATA_ENDPOINT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let endpoints = data_dir.join("endpoints.json");
+        let _ = std::fs::remove_file(&endpoints);
+        let json: serde_json::Value = wait_for("strata up to write its endpoints", Duration::from_secs(60), || async {
+            std::fs::read(&endpoints).ok().and_then(|b| serde_json::from_slice(&b).ok())
+        })
+        .await;
+        let endpoint = json["gateway"].as_str().unwrap().to_owned();
+        strata_integration_tests::wait_serving(endpoint.trim_start_matches("http://").parse().unwrap(), "").await;
+        Self {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            config_dir: tempfile::tempdir().unwrap(),
+            endpoint,
+            token: std::fs::read_to_string(data_dir.join("admin-token")).unwrap(),
+            stream: stream.to_owned(),
+        }
+    }
+
+    fn strata(&self, args: &[&str]) -> Output {
+        Command::new(STRATA)
+            .args(args)
+            .env("STRATA_ENDPOINT", &self.endpoint)
+            .env("STRATA_TOKEN", &self.token)
+            .env("STRATA_CONFIG_DIR", self.config_dir.path())
+            .env_remove("STRATA_APP")
+            .current_dir(repo_root())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.strata(args);
+        assert!(out.status.success(), "strata {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        serde_json::from_str(&self.ok(&args)).unwrap()
+    }
+
+    /// Ctrl-C, as a user would stop it.
+    fn interrupt(mut self) -> PathBuf {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGINT)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "strata up exited with {status}");
+        self.data_dir.clone()
+    }
+}
+
+fn url_port(url: &str) -> u32 {
+    url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_code_and_it_runs_then_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = format!("CLI_{}", &uuid_like()[..10]);
+    let platform = Platform::up(&dir.path().join("data"), &stream).await;
+
+    let deployed = platform.json(&["deploy", "examples/python-hello"]);
+    assert_eq!(deployed["status"], "succeeded", "{deployed}");
+    assert_eq!(deployed["release"], 1);
+    let url = deployed["urls"][0].as_str().unwrap();
+    let (status, body) = http_get(url_port(url), "/").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("hello from python-hello (release v1)"), "{body}");
+
+    let apps = platform.json(&["apps", "list"]);
+    assert_eq!(apps[0]["name"], "python-hello");
+    assert_eq!(apps[0]["status"], "running");
+    assert!(platform.ok(&["apps", "list"]).contains("python-hello"));
+
+    platform.ok(&["scale", "2", "-a", "python-hello"]);
+    assert_eq!(platform.json(&["ps", "-a", "python-hello"]).as_array().unwrap().len(), 2);
+
+    platform.ok(&["config", "set", "GREETING=hi", "-a", "python-hello"]);
+    let ps = platform.json(&["ps", "-a", "python-hello"]);
+    assert!(ps.as_array().unwrap().iter().all(|i| i["release"] == 2), "{ps}");
+    let (_, greeting) = http_get(url_port(ps[0]["url"].as_str().unwrap()), "/env/GREETING").await.unwrap();
+    assert_eq!(greeting, "hi");
+
+    let rolled = platform.json(&["rollback", "-a", "python-hello"]);
+    assert_eq!(rolled["release"], 1, "{rolled}");
+    let releases = platform.json(&["releases", "-a", "python-hello"]);
+    assert_eq!(releases.as_array().unwrap().len(), 2);
+    assert_eq!(releases[1]["current"], true);
+
+    let logs = platform.ok(&["logs", "-a", "python-hello"]);
+    assert!(logs.contains("GET /"), "{logs}");
+
+    // Exit codes scripts can trust.
+    assert_eq!(platform.strata(&["apps", "info", "nope"]).status.code(), Some(4));
+    assert_eq!(platform.strata(&["apps", "create", "Bad_Name"]).status.code(), Some(1));
+    let forged = Command::new(STRATA)
+        .args(["apps", "list"])
+        .env("STRATA_ENDPOINT", &platform.endpoint)
+        .env("STRATA_TOKEN", "not-a-token")
+        .output()
+        .unwrap();
+    assert_eq!(forged.status.code(), Some(3));
+    let nowhere = Command::new(STRATA)
+        .args(["apps", "list"])
+        .env("STRATA_ENDPOINT", "http://127.0.0.1:1")
+        .env("STRATA_TOKEN", &platform.token)
+        .output()
+        .unwrap();
+    assert_eq!(nowhere.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("strata up"));
+
+    // A failing release: exit code 5, and the running release stays.
+    let failed =
+        platform.strata(&["deploy", "-a", "python-hello", "--cmd", "--", "python3", "-c", "raise SystemExit(3)"]);
+    assert_eq!(failed.status.code(), Some(5), "{}", String::from_utf8_lossy(&failed.stderr));
+    let ps = platform.json(&["ps", "-a", "python-hello"]);
+    assert!(ps.as_array().unwrap().iter().all(|i| i["release"] == 1), "{ps}");
+
+    // Ctrl-C stops the apps; the next `strata up` brings them back.
+    let old_port = url_port(ps[0]["url"].as_str().unwrap());
+    let data_dir = platform.interrupt();
+    assert!(http_get(old_port, "/").await.is_err(), "an app kept running after Ctrl-C");
+    let platform = Platform::up(&data_dir, &stream).await;
+    let ps = wait_for("the apps to come back", Duration::from_secs(30), || async {
+        let ps = platform.json(&["ps", "-a", "python-hello"]);
+        (ps.as_array().unwrap().iter().filter(|i| i["state"] == "running").count() == 2).then_some(ps)
+    })
+    .await;
+    for instance in ps.as_array().unwrap() {
+        assert_eq!(http_get(url_port(instance["url"].as_str().unwrap()), "/").await.unwrap().0, 200);
+    }
+    let stream = platform.stream.clone();
+    platform.interrupt();
+    delete_stream(&stream).await;
+}
+
+#[test]
+fn help_teaches() {
+    let out = Command::new(STRATA).arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in ["strata up", "strata deploy examples/python-hello", "Exit codes"] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+}
+
+#[test]
+fn not_signed_in_says_how_to_sign_in() {
+    let config = tempfile::tempdir().unwrap();
+    let out = Command::new(STRATA)
+        .args(["apps", "list"])
+        .env("STRATA_CONFIG_DIR", config.path())
+        .env_remove("STRATA_TOKEN")
+        .current_dir(config.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("strata login"));
+}
+
+fn uuid_like() -> String {
+    uuid::Uuid::new_v4().simple().to_string().to_uppercase()
+}
+
+async fn delete_stream(stream: &str) {
+    if let Ok(client) = async_nats::connect(nats_url()).await {
+        let _ = async_nats::jetstream::new(client).delete_stream(stream).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_example_deploys_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = format!("CLI_{}", &uuid_like()[..10]);
+    let platform = Platform::up(&dir.path().join("data"), &stream).await;
+    for (example, expect) in [
+        ("python-hello", "hello from python-hello"),
+        ("python-venv", "hello from python-venv"),
+        ("node-hello", "hello from node-hello"),
+        ("rust-hello", "hello from rust-hello"),
+        ("static-site", "<html"),
+    ] {
+        let path = format!("examples/{example}");
+        let out = platform.strata(&["deploy", &path, "--json"]);
+        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));
+        let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (status, body) = http_get(url_port(deployed["urls"][0].as_str().unwrap()), "/").await.unwrap();
+        assert_eq!(status, 200, "{example}");
+        assert!(body.to_lowercase().contains(expect), "{example}: {body}");
+    }
+    let stream = platform.stream.clone();
+    platform.interrupt();
+    delete_stream(&stream).await;
+}
