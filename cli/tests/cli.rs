@@ -89,6 +89,17 @@ impl Platform {
     }
 }
 
+impl Drop for Platform {
+    /// A failed test still stops its platform (and so its apps).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn url_port(url: &str) -> u32 {
     url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap()
 }

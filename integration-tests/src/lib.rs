@@ -191,7 +191,22 @@ pub struct ComputeUnderTest {
     pub addr: SocketAddr,
     pub config: strata_compute::Config,
     shutdown: CancellationToken,
-    running: strata_compute::Running,
+    running: Option<strata_compute::Running>,
+}
+
+impl Drop for ComputeUnderTest {
+    /// A test that failed before `stop` would leave its app processes behind
+    /// (instances outlive compute by design): kill them.
+    fn drop(&mut self) {
+        if self.running.is_some() {
+            self.shutdown.cancel();
+            if let Ok(node) = std::fs::read_to_string(self.config.data_dir.join("node-id")) {
+                for (pid, _) in strata_compute::runtime::process::processes_of_node(node.trim()) {
+                    strata_compute::runtime::process::kill_group(pid);
+                }
+            }
+        }
+    }
 }
 
 impl ComputeUnderTest {
@@ -201,7 +216,7 @@ impl ComputeUnderTest {
         let running = strata_compute::start(config.clone(), shutdown.clone()).await.unwrap();
         let addr = running.addr;
         wait_serving(addr, strata_compute::SERVICE_NAME).await;
-        Self { addr, config, shutdown, running }
+        Self { addr, config, shutdown, running: Some(running) }
     }
 
     /// A client acting with `token`.
@@ -216,10 +231,12 @@ impl ComputeUnderTest {
     }
 
     /// Shuts compute down gracefully (its instances are stopped).
-    pub async fn stop(self) -> strata_compute::Config {
+    pub async fn stop(mut self) -> strata_compute::Config {
         self.shutdown.cancel();
-        self.running.wait().await.unwrap();
-        self.config
+        if let Some(running) = self.running.take() {
+            running.wait().await.unwrap();
+        }
+        self.config.clone()
     }
 }
 

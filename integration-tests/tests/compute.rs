@@ -505,3 +505,41 @@ async fn a_crashing_app_is_reported_as_crash_looping_and_recovers() {
     compute.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_build_leaves_the_running_release_untouched() {
+    let (env, compute, _team, mut client) = setup(Backend::Sqlite).await;
+    create(&mut client, "builder").await;
+    deploy_hello(&mut client, "builder", 1).await;
+    let running = wait_instances(&mut client, "builder", 1, Some(1)).await.remove(0);
+
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("notes.txt"), "no app here").unwrap();
+    let upload = upload(&mut client, "builder", pack_dir(empty.path())).await.unwrap();
+    let stream = client
+        .deploy(pb::DeployRequest {
+            app: "builder".into(),
+            source: Some(pb::deploy_request::Source::UploadId(upload.id)),
+            instances: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (log, deployment) = finish_deploy(stream).await.unwrap();
+    assert_eq!(deployment.status, pb::DeploymentStatus::Failed as i32);
+    assert!(deployment.reason.contains("no build pack recognises"), "{}", deployment.reason);
+    assert!(log.iter().any(|l| l.contains("build failed")), "{log:?}");
+
+    let still = wait_instances(&mut client, "builder", 1, Some(1)).await.remove(0);
+    assert_eq!(still.id, running.id);
+    assert_eq!(http_get(still.port, "/").await.unwrap().0, 200);
+    let releases = client.list_releases(pb::ListReleasesRequest { app: "builder".into() }).await.unwrap().into_inner();
+    assert_eq!(releases.releases.len(), 1, "a failed build makes no release");
+    let app = client.get_app(pb::GetAppRequest { app: "builder".into() }).await.unwrap().into_inner();
+    let release_dirs =
+        std::fs::read_dir(compute.config.data_dir.join("apps").join(&app.id).join("releases")).map(|d| d.count());
+    assert_eq!(release_dirs.unwrap_or(0), 0, "the failed build's work directory is removed");
+
+    compute.stop().await;
+    env.cleanup().await;
+}

@@ -129,8 +129,9 @@ struct Bench {
 }
 
 impl Bench {
-    async fn start(nats_url: &str, producer_url: &str, consumer_url: &str) -> Result<Self> {
-        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    /// Starts a run named `id` (unique: it names the stream, the subject
+    /// prefix and the durable consumer).
+    async fn start(id: &str, nats_url: &str, producer_url: &str, consumer_url: &str) -> Result<Self> {
         let settings = NatsSettings {
             url: nats_url.to_owned(),
             stream: format!("BENCH_{id}"),
@@ -237,8 +238,8 @@ impl Bench {
 }
 
 /// Runs the benchmark on one backend, and cleans up whatever happens.
-async fn bench(nats_url: &str, producer_url: &str, consumer_url: &str) -> Result<Report> {
-    let mut bench = Bench::start(nats_url, producer_url, consumer_url).await?;
+async fn bench(id: &str, nats_url: &str, producer_url: &str, consumer_url: &str) -> Result<Report> {
+    let mut bench = Bench::start(id, nats_url, producer_url, consumer_url).await?;
     let report = bench.measure().await;
     bench.finish().await?;
     report
@@ -254,6 +255,11 @@ fn print(backend: &str, report: &Report) {
         "  burst of {EVENTS} (one event per transaction, back to back): {:.0} events/s end to end, {:.0} commits/s",
         report.burst_rate, report.commit_rate
     );
+}
+
+/// A fresh name for one run's stream, prefix, consumer and database.
+fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
 /// A scratch database on the Postgres server at `admin_url`, dropped with [`drop_postgres`].
@@ -281,7 +287,7 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let sqlite = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
     // Producer and consumer are different services, each with its own file.
-    let report = bench(&nats_url, &sqlite("producer.db"), &sqlite("consumer.db")).await?;
+    let report = bench(&run_id(), &nats_url, &sqlite("producer.db"), &sqlite("consumer.db")).await?;
     print("sqlite (WAL, synchronous=NORMAL)", &report);
 
     let explicit = std::env::var("STRATA_BENCH_POSTGRES_URL").ok();
@@ -292,9 +298,10 @@ async fn main() -> Result<()> {
     );
     match (reachable, explicit) {
         (true, _) => {
-            let name = format!("strata_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let id = run_id();
+            let name = format!("strata_bench_{id}");
             let url = create_postgres(&admin_url, &name).await?;
-            let report = bench(&nats_url, &url, &url).await;
+            let report = bench(&id, &nats_url, &url, &url).await;
             drop_postgres(&admin_url, &name).await?;
             print("postgres", &report?);
         }

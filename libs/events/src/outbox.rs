@@ -95,9 +95,14 @@ impl Outbox {
     /// outbox for the next start.
     pub async fn flush(&self, bus: &Bus, deadline: Duration) {
         let flushed = tokio::time::timeout(deadline, async {
-            while let Ok(sent) = self.relay_batch(bus).await {
-                if sent == 0 {
-                    break;
+            loop {
+                match self.relay_batch(bus).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "outbox flush stopped; the rest goes out on next start");
+                        break;
+                    }
                 }
             }
         })

@@ -65,7 +65,7 @@ pub struct DatabaseSettings {
     /// `sqlite://path/to/file.db` (created if missing) or `postgres://...`.
     /// Empty means a SQLite file named after the service in its data directory.
     pub url: String,
-    /// Upper bound of pooled connections (Postgres; SQLite uses one writer).
+    /// Upper bound of pooled connections; 0 picks a default (4 for SQLite, 10 for Postgres).
     pub max_connections: u32,
 }
 

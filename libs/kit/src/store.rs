@@ -73,7 +73,7 @@ impl Db {
                     // WAL lets readers run beside the one writer; write
                     // transactions start IMMEDIATE (see `begin`), and wait
                     // for the lock instead of failing.
-                    .max_connections(max_connections.clamp(1, 8).max(4))
+                    .max_connections(if max_connections == 0 { 4 } else { max_connections })
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             sqlx::raw_sql(
@@ -88,7 +88,9 @@ impl Db {
                     .connect(&url)
                     .await?
             }
-            Backend::Postgres => options.max_connections(max_connections.max(2)).connect(&url).await?,
+            Backend::Postgres => {
+                options.max_connections(if max_connections == 0 { 10 } else { max_connections }).connect(&url).await?
+            }
         };
         Ok(Self { pool, backend })
     }

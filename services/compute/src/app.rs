@@ -156,6 +156,24 @@ impl Compute {
         &self.runtime
     }
 
+    /// Closes deployments a previous run left open (compute stopped in the
+    /// middle of one): they are recorded as failed, with their event. What
+    /// should run is still decided by the apps' desired state.
+    pub async fn recover_interrupted(&self) -> Result<()> {
+        for deployment in self.store.deployments_unfinished().await? {
+            let Some(app) = self.store.app_by_id(&deployment.app_id).await? else { continue };
+            tracing::warn!(app = %app.name, version = deployment.version, "closing a deployment interrupted by a restart");
+            self.deployment_fail(
+                &app,
+                deployment,
+                None,
+                "interrupted: compute stopped during the deployment".to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Serialises the operations that change one app.
     async fn lock_app(&self, app_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
@@ -229,10 +247,16 @@ impl Compute {
         tx.commit().await?;
         self.runtime.request_reconcile(Some(app.id.clone()));
         let mut changes = self.runtime.changes();
-        while !self.runtime.instances_of(&app.id).is_empty() {
-            if changes.changed().await.is_err() {
-                break;
+        let stopped = tokio::time::timeout(self.settings.rollout_timeout, async {
+            while !self.runtime.instances_of(&app.id).is_empty() {
+                if changes.changed().await.is_err() {
+                    break;
+                }
             }
+        })
+        .await;
+        if stopped.is_err() {
+            tracing::warn!(app = %app.name, "instances of a deleted app are still stopping");
         }
         let app_dir = self.settings.data_dir.join("apps").join(&app.id);
         if let Err(error) = tokio::fs::remove_dir_all(&app_dir).await

@@ -92,6 +92,8 @@ pub enum StartError {
     Serve(#[from] strata_kit::server::ServeError),
     #[error("runtime: {0}")]
     Runtime(#[from] runtime::RuntimeError),
+    #[error("closing interrupted deployments: {0}")]
+    Recover(String),
 }
 
 /// A started compute service.
@@ -174,6 +176,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             rollout_timeout: Duration::from_secs(config.ready_timeout_secs + 15),
         },
     );
+
+    compute.recover_interrupted().await.map_err(|e| StartError::Recover(e.to_string()))?;
 
     let server = GrpcServer::bind(&config.server, SERVICE_NAME).await?;
     let addr = server.local_addr();

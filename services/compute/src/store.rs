@@ -202,6 +202,18 @@ impl Store {
         .collect()
     }
 
+    /// Deployments that never finished (compute stopped in the middle).
+    pub async fn deployments_unfinished(&self) -> Result<Vec<Deployment>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE finished_at IS NULL ORDER BY created_at"
+        )))
+        .fetch_all(self.db().pool())
+        .await?
+        .iter()
+        .map(deployment_of)
+        .collect()
+    }
+
     pub async fn upload_by_id(&self, id: &str) -> Result<Option<Upload>> {
         sqlx::query("SELECT id, app_id, path, size_bytes, files, created_at FROM uploads WHERE id = $1")
             .bind(id)

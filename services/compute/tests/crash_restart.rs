@@ -55,7 +55,7 @@ struct Compute {
 
 impl Compute {
     fn pid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.id().expect("compute has not been reaped")).unwrap())
+        Pid::from_raw(i32::try_from(self.child.id().expect("compute is still running")).unwrap())
     }
 
     /// Sends `signal` and waits for the process to exit.
