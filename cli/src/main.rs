@@ -1,6 +1,7 @@
 //! `strata`: run the platform on one machine and drive it.
 
 mod commands;
+mod db;
 mod output;
 mod pack;
 mod session;
@@ -18,6 +19,7 @@ Getting started:
   strata scale 3 -a python-hello         run three instances
   strata rollback -a python-hello        go back to the previous release
   strata logs -f -a python-hello         follow its logs
+  strata db create orders && strata db bind orders python-hello
 
 Exit codes: 0 ok, 1 failed, 2 bad usage, 3 not signed in or not allowed,
 4 not found, 5 deployment failed, 6 platform unavailable.";
@@ -76,6 +78,9 @@ enum Command {
     /// Set, unset and list config vars (the app's environment).
     #[command(subcommand)]
     Config(commands::ConfigCommand),
+    /// PostgreSQL databases on demand: create, bind to apps, rotate, back up.
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Keys and identities, for operators.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -144,6 +149,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Ps(args) => commands::ps(&global, args).await,
         Command::Logs(args) => commands::logs(&global, args).await,
         Command::Config(command) => commands::config(&global, command).await,
+        Command::Db(command) => db::run(&global, command).await,
         Command::Admin(AdminCommand::Keygen { out }) => session::keygen(&out),
         Command::Admin(AdminCommand::MintToken { key, team, role, subject, ttl }) => {
             let pem = std::fs::read_to_string(&key)?;

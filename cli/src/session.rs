@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use strata_kit::identity::BearerToken;
-use strata_proto::compute::v1::compute_service_client::ComputeServiceClient;
+use strata_proto::{
+    compute::v1::compute_service_client::ComputeServiceClient, data::v1::data_service_client::DataServiceClient,
+};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 use crate::{Global, output::NotSignedIn};
@@ -58,17 +60,30 @@ fn token(global: &Global) -> Result<String, NotSignedIn> {
 
 /// A compute client for the signed-in caller.
 pub type Compute = ComputeServiceClient<InterceptedService<Channel, BearerToken>>;
+/// A data client for the signed-in caller.
+pub type Data = DataServiceClient<InterceptedService<Channel, BearerToken>>;
 
-/// Connects to the platform as the signed-in caller.
-pub async fn compute(global: &Global) -> anyhow::Result<Compute> {
+/// A channel to the gateway and the caller's credential.
+async fn connect(global: &Global) -> anyhow::Result<(Channel, BearerToken)> {
     let token = token(global)?;
     let endpoint = endpoint(global);
     let channel = Channel::from_shared(endpoint.clone())
         .with_context(|| format!("invalid endpoint {endpoint:?}"))?
         .connect()
         .await?;
-    Ok(ComputeServiceClient::with_interceptor(channel, BearerToken::new(&token)?)
-        .max_decoding_message_size(16 * 1024 * 1024))
+    Ok((channel, BearerToken::new(&token)?))
+}
+
+/// Connects to compute (through the gateway) as the signed-in caller.
+pub async fn compute(global: &Global) -> anyhow::Result<Compute> {
+    let (channel, bearer) = connect(global).await?;
+    Ok(ComputeServiceClient::with_interceptor(channel, bearer).max_decoding_message_size(16 * 1024 * 1024))
+}
+
+/// Connects to data (through the gateway) as the signed-in caller.
+pub async fn data(global: &Global) -> anyhow::Result<Data> {
+    let (channel, bearer) = connect(global).await?;
+    Ok(DataServiceClient::with_interceptor(channel, bearer))
 }
 
 /// `strata login`: checks the credential against the platform, then stores it.

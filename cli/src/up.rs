@@ -41,6 +41,15 @@ pub struct UpArgs {
     /// The first token of every event subject.
     #[arg(long, default_value = "strata", hide = true)]
     subject_prefix: String,
+    /// The data service's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:8704")]
+    data_listen: SocketAddr,
+    /// The PostgreSQL server teams' databases go on (registered when reachable).
+    #[arg(long, env = "STRATA_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres_url: String,
+    /// First characters of the roles and databases the data service creates.
+    #[arg(long, default_value = "strata_", hide = true)]
+    db_prefix: String,
 }
 
 /// How long the local admin credential is valid; renewed on every start.
@@ -63,15 +72,45 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         stream: args.stream.clone(),
         subject_prefix: args.subject_prefix.clone(),
     };
-    let identity = IdentitySettings { public_key_pem: public_pem, public_key_file: String::new() };
+    let identity = IdentitySettings { public_key_pem: public_pem, ..IdentitySettings::default() };
+    let postgres = postgres_reachable(&args.postgres_url).await;
+
+    let data = strata_data::start(
+        strata_data::Config {
+            server: ServerSettings { listen: args.data_listen, ..ServerSettings::default() },
+            database: DatabaseSettings::default(),
+            nats: nats.clone(),
+            identity: identity.clone(),
+            data_dir: data_dir.join("data"),
+            ident_prefix: args.db_prefix.clone(),
+            servers: if postgres {
+                vec![strata_data::ServerConfig {
+                    name: "local".to_owned(),
+                    admin_url: args.postgres_url.clone(),
+                    capacity: 100,
+                }]
+            } else {
+                Vec::new()
+            },
+            ..strata_data::Config::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .context("starting data")?;
+    let compute_identity = IdentitySettings {
+        signing_key_pem: std::fs::read_to_string(data_dir.join("identity/signing.pem"))?,
+        ..identity.clone()
+    };
 
     let compute = strata_compute::start(
         strata_compute::Config {
             server: ServerSettings { listen: args.compute_listen, ..ServerSettings::default() },
             database: DatabaseSettings::default(),
             nats: nats.clone(),
-            identity: identity.clone(),
+            identity: compute_identity,
             data_dir: data_dir.join("compute"),
+            data_url: format!("http://{}", data.addr),
             ..strata_compute::Config::default()
         },
         shutdown.clone(),
@@ -81,7 +120,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let gateway = strata_gateway::start(
         strata_gateway::Config {
             server: ServerSettings { listen: args.listen, ..ServerSettings::default() },
-            upstreams: [("compute".to_owned(), format!("http://{}", compute.addr))].into(),
+            upstreams: [
+                ("compute".to_owned(), format!("http://{}", compute.addr)),
+                ("data".to_owned(), format!("http://{}", data.addr)),
+            ]
+            .into(),
         },
         shutdown.clone(),
     )
@@ -90,24 +133,63 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let endpoint = format!("http://{}", gateway.addr);
     let endpoints = serde_json::json!({
-        "gateway": endpoint, "compute": format!("http://{}", compute.addr), "nats": args.nats_url,
+        "gateway": endpoint, "compute": format!("http://{}", compute.addr), "data": format!("http://{}", data.addr),
+        "nats": args.nats_url,
     });
     std::fs::write(data_dir.join("endpoints.json"), serde_json::to_vec_pretty(&endpoints)?)?;
-    print_banner(&endpoint, &compute.addr, &args.nats_url, &data_dir, &token, first_start);
+    let services = [("compute", compute.addr), ("data", data.addr)];
+    let postgres_line = if postgres {
+        format!("{} (registered as server `local`)", redact(&args.postgres_url))
+    } else {
+        format!(
+            "not reachable at {}: `strata db` needs a server (start PostgreSQL, or pass --postgres-url)",
+            redact(&args.postgres_url)
+        )
+    };
+    print_banner(&endpoint, &services, &args.nats_url, &postgres_line, &data_dir, &token, first_start);
 
-    let (compute, gateway) = tokio::join!(compute.wait(), gateway.wait());
+    let (compute, data, gateway) = tokio::join!(compute.wait(), data.wait(), gateway.wait());
     compute.context("compute")?;
+    data.context("data")?;
     gateway.context("gateway")?;
     eprintln!("Strata stopped; apps were stopped and come back with the next `strata up`.");
     Ok(())
 }
 
-fn print_banner(endpoint: &str, compute: &SocketAddr, nats: &str, data_dir: &Path, token: &str, first: bool) {
+/// A URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("****"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn postgres_reachable(url: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else { return false };
+    let address = (parsed.host_str().unwrap_or("127.0.0.1").to_owned(), parsed.port().unwrap_or(5432));
+    tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(address)).await.is_ok_and(|c| c.is_ok())
+}
+
+fn print_banner(
+    endpoint: &str,
+    services: &[(&str, SocketAddr)],
+    nats: &str,
+    postgres: &str,
+    data_dir: &Path,
+    token: &str,
+    first: bool,
+) {
     println!("Strata is up{}.", if first { " for the first time" } else { "" });
     println!();
     println!("  gateway   {endpoint}   (the one endpoint clients need)");
-    println!("  compute   http://{compute}");
+    for (name, addr) in services {
+        println!("  {name:<9} http://{addr}");
+    }
     println!("  nats      {nats}");
+    println!("  postgres  {postgres}");
     println!("  data      {}", data_dir.display());
     println!();
     println!("Admin credential (team `default`, also in {}/admin-token):", data_dir.display());

@@ -26,7 +26,8 @@ struct Platform {
 impl Platform {
     async fn up(data_dir: &Path, stream: &str) -> Self {
         let child = Command::new(STRATA)
-            .args(["up", "--listen", "127.0.0.1:0", "--compute-listen", "127.0.0.1:0"])
+            .args(["up", "--listen", "127.0.0.1:0", "--compute-listen", "127.0.0.1:0", "--data-listen", "127.0.0.1:0"])
+            .args(["--db-prefix", &format!("{}_", stream.to_lowercase())])
             .args(["--stream", stream, "--subject-prefix", &stream.to_lowercase()])
             .arg("--data-dir")
             .arg(data_dir)

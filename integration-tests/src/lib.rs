@@ -20,7 +20,10 @@ use strata_kit::{
     identity::{BearerToken, Signer, generate_keypair},
     settings::{DatabaseSettings, IdentitySettings, NatsSettings, ServerSettings},
 };
-use strata_proto::compute::v1::{self as pb, compute_service_client::ComputeServiceClient};
+use strata_proto::{
+    compute::v1::{self as pb, compute_service_client::ComputeServiceClient},
+    data::v1::data_service_client::DataServiceClient,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
@@ -55,6 +58,8 @@ pub struct TestEnv {
     pub id: String,
     pub nats: NatsSettings,
     pub public_key_pem: String,
+    /// The signing key, for services that call others with their own identity.
+    pub private_key_pem: String,
     signer: Signer,
     pub dir: tempfile::TempDir,
     postgres_dbs: Vec<String>,
@@ -68,6 +73,7 @@ impl TestEnv {
             nats: NatsSettings { url: nats_url(), stream: format!("T_{id}"), subject_prefix: format!("t{id}") },
             public_key_pem: public,
             signer: Signer::from_private_pem(&private).unwrap(),
+            private_key_pem: private,
             dir: tempfile::tempdir().unwrap(),
             postgres_dbs: Vec::new(),
             id,
@@ -109,12 +115,37 @@ impl TestEnv {
             server: ServerSettings { grace_period_secs: 5, ..ServerSettings::local(0) },
             database: DatabaseSettings { url: self.database_url(backend, data_dir).await, max_connections: 0 },
             nats: self.nats.clone(),
-            identity: IdentitySettings { public_key_pem: self.public_key_pem.clone(), public_key_file: String::new() },
+            identity: IdentitySettings { public_key_pem: self.public_key_pem.clone(), ..IdentitySettings::default() },
             data_dir: self.dir.path().join(data_dir),
             ready_timeout_secs: 20,
             stop_grace_secs: 5,
             ..strata_compute::Config::default()
         }
+    }
+
+    /// A data service config for this env, on port 0, placing databases on
+    /// the machine's PostgreSQL under names only this test uses.
+    pub async fn data_config(&mut self, backend: Backend) -> strata_data::Config {
+        strata_data::Config {
+            server: ServerSettings { grace_period_secs: 5, ..ServerSettings::local(0) },
+            database: DatabaseSettings { url: self.database_url(backend, "data").await, max_connections: 0 },
+            nats: self.nats.clone(),
+            identity: IdentitySettings { public_key_pem: self.public_key_pem.clone(), ..IdentitySettings::default() },
+            data_dir: self.dir.path().join("data"),
+            credentials_key: strata_data::crypto::Sealer::generate_key(),
+            ident_prefix: self.db_prefix(),
+            servers: vec![strata_data::ServerConfig {
+                name: "local".to_owned(),
+                admin_url: postgres_admin_url(),
+                capacity: 50,
+            }],
+            reconcile_interval_secs: 2,
+        }
+    }
+
+    /// The prefix of the roles and databases this test's data service makes.
+    pub fn db_prefix(&self) -> String {
+        format!("d{}_", self.id)
     }
 
     /// NATS client for reading the stream.
@@ -148,6 +179,7 @@ impl TestEnv {
 
     /// Deletes what the env made outside its directory.
     pub async fn cleanup(self) {
+        pg_drop_all(&self.db_prefix()).await;
         if let Ok(client) = async_nats::connect(&self.nats.url).await {
             let _ = async_nats::jetstream::new(client).delete_stream(&self.nats.stream).await;
         }
@@ -240,6 +272,80 @@ impl ComputeUnderTest {
     }
 }
 
+/// A data client that sends a bearer token.
+pub type DataClient = DataServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// A data service running in this process.
+pub struct DataUnderTest {
+    pub addr: SocketAddr,
+    pub config: strata_data::Config,
+    shutdown: CancellationToken,
+    running: Option<strata_data::Running>,
+}
+
+impl DataUnderTest {
+    /// Starts the data service and waits until it is SERVING.
+    pub async fn start(config: strata_data::Config) -> Self {
+        let shutdown = CancellationToken::new();
+        let running = strata_data::start(config.clone(), shutdown.clone()).await.unwrap();
+        let addr = running.addr;
+        wait_serving(addr, strata_data::SERVICE_NAME).await;
+        Self { addr, config, shutdown, running: Some(running) }
+    }
+
+    /// A client acting with `token`.
+    pub async fn client(&self, token: &str) -> DataClient {
+        let channel = Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap();
+        DataServiceClient::with_interceptor(channel, BearerToken::new(token).unwrap())
+    }
+
+    pub async fn stop(mut self) -> strata_data::Config {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.wait().await.unwrap();
+        }
+        self.config.clone()
+    }
+}
+
+impl Drop for DataUnderTest {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Databases and roles on the test server whose names start with `prefix`.
+pub async fn pg_objects(prefix: &str) -> (Vec<String>, Vec<String>) {
+    let mut admin = sqlx::PgConnection::connect(&postgres_admin_url()).await.unwrap();
+    let dbs =
+        sqlx::query_scalar::<_, String>("SELECT datname::text FROM pg_database WHERE starts_with(datname::text, $1)")
+            .bind(prefix)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+    let roles =
+        sqlx::query_scalar::<_, String>("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname::text, $1)")
+            .bind(prefix)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+    (dbs, roles)
+}
+
+/// Drops every database and role under `prefix` (test cleanup).
+pub async fn pg_drop_all(prefix: &str) {
+    let (dbs, roles) = pg_objects(prefix).await;
+    let mut admin = sqlx::PgConnection::connect(&postgres_admin_url()).await.unwrap();
+    for db in dbs {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")))
+            .execute(&mut admin)
+            .await;
+    }
+    for role in roles {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS \"{role}\""))).execute(&mut admin).await;
+    }
+}
+
 /// Waits until `grpc.health.v1` reports SERVING for `service` at `addr`.
 pub async fn wait_serving(addr: SocketAddr, service: &str) {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -283,6 +389,24 @@ pub async fn finish_deploy(
         }
     }
     Err(tonic::Status::internal(format!("deploy stream ended without an outcome; log: {log:?}")))
+}
+
+/// Deploys an upload and runs the deploy stream to its end.
+pub async fn deploy_upload(
+    client: &mut ComputeClient,
+    app: &str,
+    upload_id: String,
+    instances: u32,
+) -> Result<(Vec<String>, pb::Deployment), tonic::Status> {
+    let stream = client
+        .deploy(pb::DeployRequest {
+            app: app.to_owned(),
+            source: Some(pb::deploy_request::Source::UploadId(upload_id)),
+            instances,
+        })
+        .await?
+        .into_inner();
+    finish_deploy(stream).await
 }
 
 /// Deploys `argv` as a command release and waits for the outcome.

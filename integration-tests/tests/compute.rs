@@ -54,16 +54,7 @@ async fn deploy_from_source_serves_and_announces_cloudevents(backend: Backend) {
 
     let upload = upload(&mut client, "hello", pack_dir(&hello_dir())).await.unwrap();
     assert!(upload.files >= 2, "{upload:?}");
-    let stream = client
-        .deploy(pb::DeployRequest {
-            app: "hello".into(),
-            source: Some(pb::deploy_request::Source::UploadId(upload.id)),
-            instances: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (log, deployment) = finish_deploy(stream).await.unwrap();
+    let (log, deployment) = deploy_upload(&mut client, "hello", upload.id, 1).await.unwrap();
     assert_eq!(deployment.status, pb::DeploymentStatus::Succeeded as i32, "{deployment:?} {log:?}");
     assert!(log.iter().any(|l| l.contains("Procfile detected")), "{log:?}");
 
@@ -516,16 +507,7 @@ async fn a_failed_build_leaves_the_running_release_untouched() {
     let empty = tempfile::tempdir().unwrap();
     std::fs::write(empty.path().join("notes.txt"), "no app here").unwrap();
     let upload = upload(&mut client, "builder", pack_dir(empty.path())).await.unwrap();
-    let stream = client
-        .deploy(pb::DeployRequest {
-            app: "builder".into(),
-            source: Some(pb::deploy_request::Source::UploadId(upload.id)),
-            instances: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (log, deployment) = finish_deploy(stream).await.unwrap();
+    let (log, deployment) = deploy_upload(&mut client, "builder", upload.id, 0).await.unwrap();
     assert_eq!(deployment.status, pb::DeploymentStatus::Failed as i32);
     assert!(deployment.reason.contains("no build pack recognises"), "{}", deployment.reason);
     assert!(log.iter().any(|l| l.contains("build failed")), "{log:?}");

@@ -37,16 +37,7 @@ async fn calls_are_routed_to_their_concern() {
     client.create_app(pb::CreateAppRequest { name: "via-gateway".into() }).await.unwrap();
     let archive = pack_dir(&repo_root().join("examples/python-hello"));
     let upload = upload(&mut client, "via-gateway", archive).await.unwrap();
-    let stream = client
-        .deploy(pb::DeployRequest {
-            app: "via-gateway".into(),
-            source: Some(pb::deploy_request::Source::UploadId(upload.id)),
-            instances: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (log, deployment) = finish_deploy(stream).await.unwrap();
+    let (log, deployment) = deploy_upload(&mut client, "via-gateway", upload.id, 1).await.unwrap();
     assert_eq!(deployment.status, pb::DeploymentStatus::Succeeded as i32, "{log:?}");
     assert!(log.len() > 2);
 

@@ -74,3 +74,27 @@ impl Bus {
         &self.settings
     }
 }
+
+impl Bus {
+    /// Reports SERVING on `health` once NATS answers and the stream exists,
+    /// retrying with backoff until then (or until `shutdown`). Every service
+    /// runs this: health means the database, NATS and the stream are ready.
+    pub async fn report_ready(self, health: strata_kit::server::Health, shutdown: tokio_util::sync::CancellationToken) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.ensure_stream().await {
+                Ok(_) => {
+                    health.set_serving().await;
+                    tracing::info!("ready: database, NATS and the stream are up");
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, "waiting for NATS and the stream"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}

@@ -8,7 +8,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -130,5 +130,25 @@ impl GrpcServer {
             }
         }
         Ok(())
+    }
+}
+
+/// A started service: where it listens, and the task that runs it until its
+/// shutdown token fires and it has drained.
+#[derive(Debug)]
+pub struct Running<E> {
+    /// The gRPC endpoint's address (the real port when bound to port 0).
+    pub addr: SocketAddr,
+    task: JoinHandle<Result<(), E>>,
+}
+
+impl<E: From<tokio::task::JoinError>> Running<E> {
+    pub fn new(addr: SocketAddr, task: JoinHandle<Result<(), E>>) -> Self {
+        Self { addr, task }
+    }
+
+    /// Waits until the service has shut down.
+    pub async fn wait(self) -> Result<(), E> {
+        self.task.await?
     }
 }

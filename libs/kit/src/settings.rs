@@ -100,6 +100,10 @@ pub struct IdentitySettings {
     pub public_key_pem: String,
     /// A file holding that PEM, used when `public_key_pem` is empty.
     pub public_key_file: String,
+    /// PEM of the Ed25519 private key this service signs its own identity
+    /// with when it calls another service for a team (compute asking data
+    /// for a binding's credentials). Empty: the service makes no such calls.
+    pub signing_key_pem: String,
 }
 
 impl IdentitySettings {

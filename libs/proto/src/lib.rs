@@ -16,4 +16,11 @@ pub mod compute {
     }
 }
 
+pub mod data {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/strata.data.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/strata.data.v1.serde.rs"));
+    }
+}
+
 pub use pbjson_types;

@@ -341,6 +341,73 @@ impl Compute {
         Ok(self.store.config_of(&app.id).await?)
     }
 
+    /// Sets (or, with `None`, removes) a config var that another concern
+    /// provides (DATABASE_URL from a binding), inside the caller's
+    /// transaction, and queues a release with it. Unknown apps are ignored:
+    /// the binding outlived its app.
+    pub async fn provided_config(
+        &self,
+        tx: &mut strata_events::EventTx,
+        team: &str,
+        app_name: &str,
+        key: &str,
+        value: Option<&str>,
+        reason: &str,
+    ) -> Result<()> {
+        let Some(app) = self.store.app_by_name(team, app_name).await? else {
+            tracing::info!(team, app = app_name, key, "config for an app that does not exist; ignored");
+            return Ok(());
+        };
+        match value {
+            Some(value) => {
+                let var = ConfigVar { key: key.to_owned(), value: value.to_owned(), secret: true };
+                store::config_upsert(tx.conn(), &app.id, &var).await?;
+            }
+            None => {
+                store::config_delete(tx.conn(), &app.id, key).await?;
+            }
+        }
+        store::pending_release_insert(tx.conn(), &app.id, reason).await?;
+        tracing::info!(team, app = app_name, key, reason, "provided config changed; a release is queued");
+        Ok(())
+    }
+
+    /// Rolls out the queued config releases, until `shutdown`.
+    pub async fn run_pending_releases(self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+            let pending = match self.store.pending_releases().await {
+                Ok(pending) => pending,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read queued releases");
+                    continue;
+                }
+            };
+            for (app_id, reason) in pending {
+                let outcome = async {
+                    let _guard = self.lock_app(&app_id).await;
+                    if let Some(app) = self.store.app_by_id(&app_id).await? {
+                        match self.release_config(&app).await {
+                            Ok(()) | Err(Error::FailedPrecondition(_)) => {}
+                            Err(other) => return Err(other),
+                        }
+                    }
+                    let mut tx = self.store.begin().await?;
+                    store::pending_release_delete(tx.conn(), &app_id).await?;
+                    tx.commit().await?;
+                    Ok::<_, Error>(())
+                }
+                .await;
+                if let Err(error) = outcome {
+                    tracing::warn!(app = %app_id, %reason, %error, "queued release not done yet, will retry");
+                }
+            }
+        }
+    }
+
     /// After a config change, releases the running artifact again with the
     /// new config (as a new version) and rolls it out with no downtime.
     async fn release_config(&self, app: &App) -> Result<()> {

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod archive;
+pub mod bindings;
 pub mod buildpack;
 pub mod events;
 pub mod grpc;
@@ -16,18 +17,17 @@ pub mod runtime;
 pub mod static_site;
 pub mod store;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use strata_events::{Bus, Outbox};
 use strata_kit::{
     Db,
-    identity::{Authenticator, Verifier},
+    identity::{Authenticator, Signer, Verifier},
     server::GrpcServer,
     settings::{DatabaseSettings, IdentitySettings, NatsSettings, ServerSettings},
 };
 use strata_proto::compute::v1::compute_service_server::ComputeServiceServer;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The fully-qualified gRPC service name, as health and reflection report it.
@@ -57,6 +57,9 @@ pub struct Config {
     pub ready_timeout_secs: u64,
     /// Seconds an instance gets between SIGTERM and SIGKILL.
     pub stop_grace_secs: u64,
+    /// The data service's gRPC URL; empty when there is none (no bindings).
+    /// Calls to it carry compute's own identity (`identity.signing_key_pem`).
+    pub data_url: String,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             build_timeout_secs: 900,
             ready_timeout_secs: 60,
             stop_grace_secs: 10,
+            data_url: String::new(),
         }
     }
 }
@@ -94,24 +98,12 @@ pub enum StartError {
     Runtime(#[from] runtime::RuntimeError),
     #[error("closing interrupted deployments: {0}")]
     Recover(String),
+    #[error("compute's main task failed: {0}")]
+    Panicked(#[from] tokio::task::JoinError),
 }
 
 /// A started compute service.
-#[derive(Debug)]
-pub struct Running {
-    /// Where its gRPC endpoint listens.
-    pub addr: SocketAddr,
-    task: JoinHandle<Result<(), StartError>>,
-}
-
-impl Running {
-    /// Waits until compute has shut down (after `shutdown` fired).
-    pub async fn wait(self) -> Result<(), StartError> {
-        self.task.await.unwrap_or_else(|join| {
-            Err(StartError::Runtime(runtime::RuntimeError::Database(sqlx::Error::Protocol(join.to_string()))))
-        })
-    }
-}
+pub type Running = strata_kit::server::Running<StartError>;
 
 /// Runs compute until `shutdown` fires, then drains.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
@@ -182,38 +174,38 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let server = GrpcServer::bind(&config.server, SERVICE_NAME).await?;
     let addr = server.local_addr();
     let health = server.health();
-    let api = grpc::ComputeApi::new(compute, shutdown.clone());
+    let api = grpc::ComputeApi::new(compute.clone(), shutdown.clone());
     let routes = tonic::service::Routes::new(ComputeServiceServer::with_interceptor(api, Authenticator::new(verifier)));
 
     let relay_stop = CancellationToken::new();
     let relay = tokio::spawn(outbox.clone().run_relay(bus.clone(), relay_stop.clone()));
-    let ready = {
-        let shutdown = shutdown.clone();
-        let bus = bus.clone();
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match bus.ensure_stream().await {
-                    Ok(_) => {
-                        health.set_serving().await;
-                        tracing::info!("compute is ready");
-                        return;
-                    }
-                    Err(error) => tracing::warn!(%error, "waiting for NATS and the stream"),
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
+    let background = CancellationToken::new();
+    let mut background_tasks = vec![tokio::spawn(compute.clone().run_pending_releases(background.clone()))];
+    if !config.data_url.is_empty() {
+        let signer = Signer::from_private_pem(&config.identity.signing_key_pem)
+            .map_err(|e| StartError::IdentityKey(format!("identity.signing_key_pem is needed to call data: {e}")))?;
+        let channel = tonic::transport::Endpoint::from_shared(config.data_url.clone())
+            .map_err(|_| StartError::IdentityKey(format!("invalid data_url {:?}", config.data_url)))?
+            .connect_lazy();
+        let handler = bindings::DataEvents::new(compute.clone(), channel, signer);
+        let spec = strata_events::ConsumerSpec::new(events::DATA_EVENTS_CONSUMER, events::DATA_EVENTS_FILTER);
+        let consumer = strata_events::consumer::run(bus.clone(), outbox.clone(), spec, handler, background.clone());
+        background_tasks.push(tokio::spawn(async move {
+            if let Err(error) = consumer.await {
+                tracing::error!(%error, "the data events consumer stopped");
             }
-        })
-    };
+        }));
+    }
+    let ready = tokio::spawn(bus.clone().report_ready(health, shutdown.clone()));
     tracing::info!(%addr, data_dir = %data_dir.display(), "compute listening");
 
     let task = tokio::spawn(async move {
         let served = server.serve(routes, shutdown.clone()).await;
         ready.abort();
+        background.cancel();
+        for task in background_tasks {
+            let _ = task.await;
+        }
         // Stop the apps, then let the relay publish their last events.
         runtime_stop.cancel();
         runtime.drain().await;
@@ -223,5 +215,5 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         served?;
         Ok(())
     });
-    Ok(Running { addr, task })
+    Ok(Running::new(addr, task))
 }

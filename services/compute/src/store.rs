@@ -232,6 +232,16 @@ impl Store {
             .transpose()
     }
 
+    /// Apps waiting for a release of their changed config: (app id, reason).
+    pub async fn pending_releases(&self) -> Result<Vec<(String, String)>> {
+        sqlx::query("SELECT app_id, reason FROM pending_releases ORDER BY created_at")
+            .fetch_all(self.db().pool())
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("app_id")?, row.try_get("reason")?)))
+            .collect()
+    }
+
     pub async fn instances_all(&self) -> Result<Vec<InstanceRecord>> {
         sqlx::query(
             "SELECT id, app_id, release_id, version, state, host, port, pid, pid_start, restarts, started_at \
@@ -277,7 +287,7 @@ pub async fn app_set_desired(
 pub async fn app_delete(conn: &mut AnyConnection, app_id: &str) -> Result<()> {
     // Children go with the app (ON DELETE CASCADE needs foreign keys on in SQLite,
     // which the kit enables; delete explicitly anyway so both backends agree).
-    for table in ["config_vars", "uploads", "deployments", "releases"] {
+    for table in ["config_vars", "uploads", "deployments", "releases", "pending_releases"] {
         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE app_id = $1")))
             .bind(app_id)
             .execute(&mut *conn)
@@ -417,5 +427,23 @@ pub async fn instance_upsert(conn: &mut AnyConnection, instance: &InstanceRecord
 
 pub async fn instance_delete(conn: &mut AnyConnection, id: &str) -> Result<()> {
     sqlx::query("DELETE FROM instances WHERE id = $1").bind(id).execute(conn).await?;
+    Ok(())
+}
+
+pub async fn pending_release_insert(conn: &mut AnyConnection, app_id: &str, reason: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO pending_releases (app_id, reason, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (app_id) DO UPDATE SET reason = excluded.reason",
+    )
+    .bind(app_id)
+    .bind(reason)
+    .bind(strata_kit::store::now_ms())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn pending_release_delete(conn: &mut AnyConnection, app_id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM pending_releases WHERE app_id = $1").bind(app_id).execute(conn).await?;
     Ok(())
 }

@@ -4,12 +4,11 @@
 //! reflection for the whole platform. Authentication stays with the services:
 //! the caller's `authorization` header travels with the call.
 
-use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, convert::Infallible, time::Duration};
 
 use axum::body::Body;
 use serde::{Deserialize, Serialize};
 use strata_kit::{server::GrpcServer, settings::ServerSettings};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceExt;
@@ -44,6 +43,8 @@ pub enum StartError {
     Upstream { concern: String, url: String },
     #[error(transparent)]
     Serve(#[from] strata_kit::server::ServeError),
+    #[error("the gateway's main task failed: {0}")]
+    Panicked(#[from] tokio::task::JoinError),
 }
 
 /// The concern a gRPC path belongs to: `/strata.compute.v1.X/Y` → `compute`.
@@ -60,18 +61,7 @@ fn grpc_error(status: tonic::Status) -> axum::response::Response {
 }
 
 /// A started gateway.
-#[derive(Debug)]
-pub struct Running {
-    pub addr: SocketAddr,
-    task: JoinHandle<Result<(), StartError>>,
-}
-
-impl Running {
-    /// Waits until the gateway has shut down.
-    pub async fn wait(self) -> Result<(), StartError> {
-        self.task.await.unwrap_or(Ok(()))
-    }
-}
+pub type Running = strata_kit::server::Running<StartError>;
 
 /// Runs the gateway until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
@@ -117,7 +107,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     server.health().set_serving().await;
     tracing::info!(%addr, upstreams = ?config.upstreams, "gateway listening");
     let task = tokio::spawn(async move { Ok(server.serve(tonic::service::Routes::from(router), shutdown).await?) });
-    Ok(Running { addr, task })
+    Ok(Running::new(addr, task))
 }
 
 #[cfg(test)]
