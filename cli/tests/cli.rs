@@ -243,3 +243,43 @@ async fn every_example_deploys_and_answers() {
     platform.interrupt();
     delete_stream(&stream).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn databases_on_demand_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = format!("CLI_{}", &uuid_like()[..10]);
+    let platform = Platform::up(&dir.path().join("data"), &stream).await;
+
+    platform.ok(&["deploy", "examples/python-db"]);
+    let created = platform.json(&["db", "create", "visits"]);
+    assert_eq!(created["state"], "ready", "{created}");
+    assert_eq!(created["server"], "local");
+    platform.ok(&["db", "bind", "visits", "python-db"]);
+
+    // The bound app gets DATABASE_URL in a new release and answers from the database.
+    let answered = wait_for("the bound app to answer from its database", Duration::from_secs(60), || async {
+        let ps = platform.json(&["ps", "-a", "python-db"]);
+        let instance = ps.as_array()?.iter().find(|i| i["release"] == 2 && i["state"] == "running")?.clone();
+        let (status, body) = http_get(url_port(instance["url"].as_str()?), "/").await.ok()?;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert_eq!(answered, "visits: 1\n");
+
+    let listed = platform.json(&["db", "list"]);
+    assert_eq!(listed[0]["apps"][0], "python-db", "{listed}");
+    let info = platform.json(&["db", "info", "visits", "--credentials"]);
+    assert!(info["url"].as_str().unwrap().starts_with("postgres://"), "{info}");
+    assert_eq!(platform.strata(&["db", "create", "Bad\"Name"]).status.code(), Some(1));
+    assert_eq!(platform.strata(&["db", "delete", "visits"]).status.code(), Some(1), "deleting needs --yes");
+    platform.ok(&["db", "delete", "visits", "--yes"]);
+    assert_eq!(platform.json(&["db", "list"]).as_array().unwrap().len(), 0);
+    assert_eq!(platform.strata(&["db", "info", "visits"]).status.code(), Some(4));
+
+    let prefix = format!("{}_", stream.to_lowercase());
+    assert_eq!(strata_integration_tests::pg_objects(&prefix).await, (vec![], vec![]));
+    let stream = platform.stream.clone();
+    platform.interrupt();
+    delete_stream(&stream).await;
+    strata_integration_tests::pg_drop_all(&prefix).await;
+}

@@ -1,6 +1,6 @@
 //! How long a team waits for a database: the median of 20 creates through
 //! the data service's API (role + database + grants + the record and its
-//! event), against 20 bare `CREATE DATABASE` statements on the same server.
+//! event), against 20 bare `CREATE ROLE` + `CREATE DATABASE` on the same server.
 //!
 //!     cargo bench -p strata-data --bench provision
 //!
@@ -48,7 +48,14 @@ async fn main() {
     for i in 0..RUNS {
         let name = format!("{}raw_{i}", env.db_prefix());
         let started = Instant::now();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{name}\" LOGIN PASSWORD 'bench-password'")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\" OWNER \"{name}\"")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
         raw.push(started.elapsed());
     }
 
