@@ -15,6 +15,18 @@ pub fn load<T>(service: &str, file: Option<&Path>) -> Result<T, config::ConfigEr
 where
     T: Default + Serialize + DeserializeOwned,
 {
+    load_with_env(service, file, None)
+}
+
+/// [`load`] with the environment given explicitly (`None`: the process's).
+pub fn load_with_env<T>(
+    service: &str,
+    file: Option<&Path>,
+    env: Option<std::collections::HashMap<String, String>>,
+) -> Result<T, config::ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned,
+{
     let mut builder = config::Config::builder().add_source(config::Config::try_from(&T::default())?);
     if let Some(file) = file {
         builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
@@ -24,7 +36,8 @@ where
             config::Environment::with_prefix(&format!("STRATA_{}", service.to_uppercase()))
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(env),
         )
         .build()?
         .try_deserialize()
@@ -120,5 +133,41 @@ impl IdentitySettings {
             ));
         }
         std::fs::read_to_string(&self.public_key_file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Sample {
+        server: ServerSettings,
+        nats: NatsSettings,
+        limit: u64,
+    }
+
+    #[test]
+    fn defaults_then_file_then_environment() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("strata-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("sample.toml");
+        std::fs::write(&file, "limit = 5\n[server]\nlisten = \"0.0.0.0:9000\"\n")?;
+
+        let defaults: Sample = load_with_env("sample", None, Some(Default::default()))?;
+        assert_eq!((defaults.limit, defaults.server.listen.port(), defaults.nats.stream.as_str()), (0, 0, "STRATA"));
+
+        let env = [
+            ("STRATA_SAMPLE__SERVER__LISTEN".to_owned(), "127.0.0.1:9999".to_owned()),
+            ("STRATA_SAMPLE__NATS__STREAM".to_owned(), "OTHER".to_owned()),
+        ];
+        let loaded: Sample = load_with_env("sample", Some(&file), Some(env.into_iter().collect()))?;
+        assert_eq!(loaded.limit, 5, "from the file");
+        assert_eq!(loaded.server.listen.port(), 9999, "the environment wins over the file");
+        assert_eq!(loaded.nats.stream, "OTHER");
+        assert_eq!(loaded.server.grace_period_secs, 10, "untouched keys keep their defaults");
+        std::fs::remove_dir_all(dir)?;
+        Ok(())
     }
 }
