@@ -48,7 +48,7 @@ pub struct UpArgs {
     #[arg(long, env = "STRATA_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres_url: String,
     /// First characters of the roles and databases the data service creates.
-    #[arg(long, default_value = "strata_", hide = true)]
+    #[arg(long, default_value = "strata_db_", hide = true)]
     db_prefix: String,
 }
 

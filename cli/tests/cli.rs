@@ -128,8 +128,12 @@ async fn push_code_and_it_runs_then_survives_a_restart() {
     assert_eq!(platform.json(&["ps", "-a", "python-hello"]).as_array().unwrap().len(), 2);
 
     platform.ok(&["config", "set", "GREETING=hi", "-a", "python-hello"]);
-    let ps = platform.json(&["ps", "-a", "python-hello"]);
-    assert!(ps.as_array().unwrap().iter().all(|i| i["release"] == 2), "{ps}");
+    // The new release serves at once; the old instances drain shortly after.
+    let ps = wait_for("the old release to drain", Duration::from_secs(30), || async {
+        let ps = platform.json(&["ps", "-a", "python-hello"]);
+        ps.as_array().unwrap().iter().all(|i| i["release"] == 2).then_some(ps)
+    })
+    .await;
     let (_, greeting) = http_get(url_port(ps[0]["url"].as_str().unwrap()), "/env/GREETING").await.unwrap();
     assert_eq!(greeting, "hi");
 
@@ -165,8 +169,11 @@ async fn push_code_and_it_runs_then_survives_a_restart() {
     let failed =
         platform.strata(&["deploy", "-a", "python-hello", "--cmd", "--", "python3", "-c", "raise SystemExit(3)"]);
     assert_eq!(failed.status.code(), Some(5), "{}", String::from_utf8_lossy(&failed.stderr));
-    let ps = platform.json(&["ps", "-a", "python-hello"]);
-    assert!(ps.as_array().unwrap().iter().all(|i| i["release"] == 1), "{ps}");
+    let ps = wait_for("only release 1 to run", Duration::from_secs(30), || async {
+        let ps = platform.json(&["ps", "-a", "python-hello"]);
+        ps.as_array().unwrap().iter().all(|i| i["release"] == 1 && i["state"] == "running").then_some(ps)
+    })
+    .await;
 
     // Ctrl-C stops the apps; the next `strata up` brings them back.
     let old_port = url_port(ps[0]["url"].as_str().unwrap());

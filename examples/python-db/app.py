@@ -7,6 +7,7 @@ through the `psql` client, so it needs nothing beyond the standard library.
 import http.server
 import os
 import signal
+import socketserver
 import subprocess
 import sys
 
@@ -43,8 +44,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         print("%s %s" % (self.address_string(), fmt % args), flush=True)
 
 
+
+class Server(http.server.ThreadingHTTPServer):
+    """ThreadingHTTPServer without the reverse DNS lookup of its own address
+    that HTTPServer.server_bind does (it stalls on a machine with no resolver)."""
+
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
 def main():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+    server = Server(("127.0.0.1", int(os.environ["PORT"])), Handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever()
 

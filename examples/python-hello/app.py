@@ -9,6 +9,7 @@ Logs one line per request to stdout and shuts down cleanly on SIGTERM/SIGINT.
 
 import os
 import signal
+import socketserver
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,9 +54,18 @@ class Handler(BaseHTTPRequestHandler):
         log(f"{APP}: {self.address_string()} {format % args}")
 
 
+
+class Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer without the reverse DNS lookup of its own address
+    that HTTPServer.server_bind does (it stalls on a machine with no resolver)."""
+
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
 def main():
     port = int(os.environ["PORT"])
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    httpd = Server(("127.0.0.1", port), Handler)
 
     def on_signal(signum, _frame):
         log(f"{APP}: received {signal.Signals(signum).name}, shutting down")

@@ -738,10 +738,8 @@ impl Compute {
             .await;
         match outcome {
             Ok(()) => {
-                // The rollout is complete once the old instances are drained.
-                if !self.runtime.wait_drained(&app.id, &release.id, self.settings.rollout_timeout).await {
-                    let _ = progress.send(Progress::Log("       old instances are still stopping".to_owned()));
-                }
+                // The new release serves: that is success. The reconciler now
+                // drains the old instances (SIGTERM, grace period) on its own.
                 deployment.status = DeploymentStatus::Succeeded;
                 deployment.finished_at = Some(now_ms());
                 let mut tx = self.store.begin().await?;

@@ -1,6 +1,8 @@
 //! How long a team waits for a database: the median of 20 creates through
 //! the data service's API (role + database + grants + the record and its
 //! event), against 20 bare `CREATE ROLE` + `CREATE DATABASE` on the same server.
+//! Each side does one untimed create first, so that neither is timed opening
+//! its connections.
 //!
 //!     cargo bench -p strata-data --bench provision
 //!
@@ -18,9 +20,13 @@ use strata_proto::data::v1 as pb;
 
 const RUNS: usize = 20;
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+/// "median M ms (min A, max B)" of the samples.
+fn summary(mut samples: Vec<Duration>) -> (Duration, String) {
     samples.sort();
-    samples[samples.len() / 2]
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let median = samples[samples.len() / 2];
+    let (min, max) = (samples[0], samples[samples.len() - 1]);
+    (median, format!("median {:.1} ms (min {:.1}, max {:.1}) over {RUNS}", ms(median), ms(min), ms(max)))
 }
 
 #[tokio::main]
@@ -30,7 +36,7 @@ async fn main() {
     let mut client = data.client(&env.token(&env.team("bench"), Role::Member)).await;
 
     let mut api = Vec::new();
-    for i in 0..RUNS {
+    for i in 0..=RUNS {
         let started = Instant::now();
         client
             .create_database(pb::CreateDatabaseRequest {
@@ -40,12 +46,14 @@ async fn main() {
             })
             .await
             .unwrap();
-        api.push(started.elapsed());
+        if i > 0 {
+            api.push(started.elapsed());
+        }
     }
 
     let mut admin = sqlx::PgConnection::connect(&postgres_admin_url()).await.unwrap();
     let mut raw = Vec::new();
-    for i in 0..RUNS {
+    for i in 0..=RUNS {
         let name = format!("{}raw_{i}", env.db_prefix());
         let started = Instant::now();
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{name}\" LOGIN PASSWORD 'bench-password'")))
@@ -56,12 +64,14 @@ async fn main() {
             .execute(&mut admin)
             .await
             .unwrap();
-        raw.push(started.elapsed());
+        if i > 0 {
+            raw.push(started.elapsed());
+        }
     }
 
-    let (api, raw) = (median(api), median(raw));
-    println!("create through the API: median {:.1} ms over {RUNS}", api.as_secs_f64() * 1e3);
-    println!("raw CREATE DATABASE:     median {:.1} ms over {RUNS}", raw.as_secs_f64() * 1e3);
+    let ((api, api_summary), (raw, raw_summary)) = (summary(api), summary(raw));
+    println!("create through the API: {api_summary}");
+    println!("raw CREATE DATABASE:     {raw_summary}");
     println!(
         "ratio: {:.2}x (the API adds a role, grants, a connection limit, the record and its event)",
         api.as_secs_f64() / raw.as_secs_f64()

@@ -127,7 +127,8 @@ pub struct Data {
     store: Store,
     sealer: Sealer,
     settings: Arc<Settings>,
-    servers: Arc<RwLock<HashMap<String, PgServer>>>,
+    /// Servers connected to, by id, with their names (a server's name never changes).
+    servers: Arc<RwLock<HashMap<String, (PgServer, String)>>>,
     locks: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
@@ -160,7 +161,7 @@ impl Data {
 
     /// A connection to a registered server (connected on first use).
     async fn server(&self, id: &str) -> Result<PgServer> {
-        if let Some(server) = self.servers.read().await.get(id) {
+        if let Some((server, _)) = self.servers.read().await.get(id) {
             return Ok(server.clone());
         }
         let record = self
@@ -169,7 +170,7 @@ impl Data {
             .await?
             .ok_or_else(|| Error::Internal(format!("database server {id} is not registered")))?;
         let server = PgServer::connect(&self.sealer.open(&record.admin_url_enc)?).await?;
-        self.servers.write().await.insert(id.to_owned(), server.clone());
+        self.servers.write().await.insert(id.to_owned(), (server.clone(), record.name));
         Ok(server)
     }
 
@@ -208,7 +209,7 @@ impl Data {
         let mut tx = self.store.begin().await?;
         store::server_upsert(tx.conn(), &record).await?;
         tx.commit().await?;
-        self.servers.write().await.insert(record.id.clone(), server);
+        self.servers.write().await.insert(record.id.clone(), (server, record.name.clone()));
         tracing::info!(server = %record.name, address = %record.address, capacity, "database server registered");
         Ok(record)
     }
@@ -256,6 +257,9 @@ impl Data {
     }
 
     pub async fn server_name(&self, db: &DatabaseRecord) -> Result<String> {
+        if let Some((_, name)) = self.servers.read().await.get(&db.server_id) {
+            return Ok(name.clone());
+        }
         Ok(self.store.server_by_id(&db.server_id).await?.map(|s| s.name).unwrap_or_default())
     }
 

@@ -71,7 +71,7 @@ impl Default for Config {
             identity: IdentitySettings::default(),
             data_dir: PathBuf::from(".strata/data"),
             credentials_key: String::new(),
-            ident_prefix: "strata_".to_owned(),
+            ident_prefix: "strata_db_".to_owned(),
             servers: Vec::new(),
             reconcile_interval_secs: 30,
         }

@@ -7,12 +7,20 @@
 //! SQL is an [`Ident`] (validated, then double-quoted) or a [`quote_literal`] string;
 //! everything else goes through bind parameters. Statement logging is switched off on
 //! the admin connections because the DDL carries passwords.
+//!
+//! Provisioning and dropping run on admin sessions of their own, each holding a
+//! session-level advisory lock on the database it changes. A session that finished
+//! cleanly is unlocked and kept for the next one (opening one forks a backend, which
+//! costs several milliseconds); one that did not finish (an error, or the caller's
+//! future dropped half way) is closed, and PostgreSQL releases its lock as the backend
+//! exits. So a kept session never holds a lock or an open transaction.
 
 use std::{
     fmt,
     path::{Path, PathBuf},
     process::Stdio,
     str::FromStr,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -28,9 +36,15 @@ use url::Url;
 const MAX_IDENT_LEN: usize = 63;
 /// Connections in the admin pool; DDL is rare, lookups are cheap.
 const POOL_SIZE: u32 = 4;
+/// Idle admin sessions kept for provisioning and dropping, beyond which they are closed.
+const IDLE_SESSIONS: usize = 2;
+/// How long an idle admin session is kept: as long as the pool keeps an idle connection
+/// (sqlx's default), short of the idle timeouts of common firewalls and NATs.
+const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long to wait for a connection before calling the server unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long provisioning or dropping waits for another one on the same database.
+/// How long provisioning or dropping waits for another one on the same database
+/// (and for any lock its DDL needs); set once per admin session.
 const LOCK_TIMEOUT: &str = "SET lock_timeout = '30s'";
 /// Databases that belong to PostgreSQL itself.
 const SYSTEM_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
@@ -44,6 +58,13 @@ const DUPLICATE_OBJECT: &str = "42710";
 const DUPLICATE_DATABASE: &str = "42P04";
 const UNDEFINED_OBJECT: &str = "42704";
 const INVALID_CATALOG_NAME: &str = "3D000";
+
+/// The condition, on a row of `pg_roles`, of a role with powers no team's role has.
+macro_rules! role_is_powerful {
+    () => {
+        "rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls"
+    };
+}
 
 /// What can go wrong administering PostgreSQL; each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +212,20 @@ pub struct PgServer {
     pool: PgPool,
     options: PgConnectOptions,
     url: Url,
+    /// Admin sessions that finished a provision or drop cleanly, most recent last.
+    idle_sessions: Arc<Mutex<Vec<IdleSession>>>,
+}
+
+/// An unlocked admin session with no open transaction, and when it was last used.
+struct IdleSession {
+    conn: PgConnection,
+    since: Instant,
+}
+
+/// What exists of a database and its role.
+struct Existing {
+    database: bool,
+    role: bool,
 }
 
 impl fmt::Debug for PgServer {
@@ -218,13 +253,12 @@ impl PgServer {
             .max_connections(POOL_SIZE)
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_lazy_with(options.clone());
-        let server = PgServer { pool, options, url };
+        let server = PgServer { pool, options, url, idle_sessions: Arc::default() };
         // A session of its own first: the pool reports only "timed out" when it cannot
-        // connect, this reports why (refused, authentication failed, unknown host).
+        // connect, this reports why (refused, authentication failed, unknown host). It
+        // is kept for the first provision.
         let conn = server.session().await?;
-        if let Err(e) = conn.close().await {
-            debug!(error = %e, "closing the first admin session failed");
-        }
+        server.keep(conn).await;
         server.ping().await?;
         Ok(server)
     }
@@ -268,20 +302,17 @@ impl PgServer {
         let password = quote_literal(password)?;
         let (db, r) = (database.quoted(), role.quoted());
 
-        // CREATE DATABASE cannot run in a transaction, so this is a plain session; it
-        // holds an advisory lock so that two provisions (or a provision and a drop) of
-        // the same database do not interleave. Closing the session releases the lock,
-        // including when this future is dropped half way.
-        let mut conn = self.session().await?;
-        self.lock(&mut conn, database).await?;
-        let role_exists = self.existing_role_is_unprivileged(&mut conn, role).await?;
+        // CREATE DATABASE cannot run in a transaction, so this is a plain session,
+        // holding the database's advisory lock (see the module's documentation).
+        let mut conn = self.locked_session(database).await?;
+        let existing = self.existing(&mut conn, database, role).await?;
 
         let attributes = format!(
             "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS \
              CONNECTION LIMIT {connection_limit} PASSWORD {password}"
         );
         let alter_role = format!("ALTER ROLE {r} WITH {attributes}");
-        if role_exists {
+        if existing.role {
             self.exec(&mut conn, || format!("update role {role}"), alter_role).await?;
         } else {
             let create = format!("CREATE ROLE {r} WITH {attributes}");
@@ -295,27 +326,33 @@ impl PgServer {
             }
         }
 
-        if !self.database_exists_on(&mut conn, database).await? {
-            let create = format!("CREATE DATABASE {db} OWNER {r}");
+        let mut created = false;
+        if !existing.database {
+            let create = format!(
+                "CREATE DATABASE {db} WITH OWNER {r} ALLOW_CONNECTIONS true IS_TEMPLATE false \
+                 CONNECTION LIMIT {connection_limit}"
+            );
             match self.exec(&mut conn, || format!("create database {database}"), create).await {
-                Ok(()) => {}
+                Ok(()) => created = true,
                 Err(e) if e.sqlstate().as_deref() == Some(DUPLICATE_DATABASE) => {}
                 Err(e) => return Err(e),
             }
         }
-        let statements = [
-            format!("ALTER DATABASE {db} OWNER TO {r}"),
-            format!(
+        let mut statements = Vec::with_capacity(4);
+        if !created {
+            // Left by a run that stopped half way, or by someone else: set what
+            // CREATE DATABASE would have.
+            statements.push(format!("ALTER DATABASE {db} OWNER TO {r}"));
+            statements.push(format!(
                 "ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true IS_TEMPLATE false \
                  CONNECTION LIMIT {connection_limit}"
-            ),
-            format!("REVOKE CONNECT ON DATABASE {db} FROM PUBLIC"),
-            format!("GRANT CONNECT ON DATABASE {db} TO {r}"),
-        ];
-        for sql in statements {
-            self.exec(&mut conn, || format!("configure database {database}"), sql).await?;
+            ));
         }
-        self.close(conn).await;
+        statements.push(format!("REVOKE CONNECT ON DATABASE {db} FROM PUBLIC"));
+        statements.push(format!("GRANT CONNECT ON DATABASE {db} TO {r}"));
+        // One simple query, which PostgreSQL runs as one transaction: one commit.
+        self.exec(&mut conn, || format!("configure database {database}"), statements.join("; ")).await?;
+        self.keep(conn).await;
         info!(
             %database, %role, connection_limit,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -333,11 +370,10 @@ impl PgServer {
         self.check_role_name(role)?;
         let started = Instant::now();
         let (db, r) = (database.quoted(), role.quoted());
-        let mut conn = self.session().await?;
-        self.lock(&mut conn, database).await?;
-        let role_exists = self.existing_role_is_unprivileged(&mut conn, role).await?;
+        let mut conn = self.locked_session(database).await?;
+        let existing = self.existing(&mut conn, database, role).await?;
 
-        if self.database_exists_on(&mut conn, database).await? {
+        if existing.database {
             let block = format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false");
             match self.exec(&mut conn, || format!("block connections to {database}"), block).await {
                 Ok(()) => {}
@@ -359,7 +395,7 @@ impl PgServer {
             self.exec(&mut conn, || format!("drop database {database}"), drop).await?;
         }
 
-        if role_exists {
+        if existing.role {
             self.terminate_role_sessions(&mut conn, role).await?;
             // Its grants on other databases and anything it owns here would block DROP ROLE.
             let owned = format!("DROP OWNED BY {r}");
@@ -371,7 +407,7 @@ impl PgServer {
             let drop = format!("DROP ROLE IF EXISTS {r}");
             self.exec(&mut conn, || format!("drop role {role}"), drop).await?;
         }
-        self.close(conn).await;
+        self.keep(conn).await;
         info!(
             %database, %role,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -528,18 +564,75 @@ impl PgServer {
         Ok(())
     }
 
-    /// A connection of its own (not from the pool), for DDL and session locks.
+    /// A new admin session of its own (not from the pool), for DDL and session locks.
     async fn session(&self) -> Result<PgConnection, PgError> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options)).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(source)) => Err(PgError::Connect { address: self.address(), source }),
-            Err(_) => Err(PgError::Connect {
-                address: self.address(),
-                source: sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-                )),
-            }),
+        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(source)) => return Err(PgError::Connect { address: self.address(), source }),
+            Err(_) => {
+                return Err(PgError::Connect {
+                    address: self.address(),
+                    source: sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                    )),
+                });
+            }
+        };
+        sqlx::raw_sql(LOCK_TIMEOUT).execute(&mut conn).await.map_err(|e| self.error("set a lock timeout", e))?;
+        Ok(conn)
+    }
+
+    /// An admin session holding the advisory lock of `database`, so that two provisions
+    /// (or a provision and a drop) of it, from this process or another, do not
+    /// interleave. A kept session is used if there is one; one that broke while idle
+    /// (the server restarted, or terminated it) is replaced.
+    async fn locked_session(&self, database: &Ident) -> Result<PgConnection, PgError> {
+        let error = |e| self.error(format!("lock database {database} (another change to it is running)"), e);
+        while let Some(mut conn) = self.take_idle().await {
+            match advisory_lock(&mut conn, database).await {
+                Ok(()) => return Ok(conn),
+                Err(e) if is_broken(&e) => debug!(error = %e, "a kept admin session broke; using another"),
+                Err(e) => return Err(error(e)),
+            }
+        }
+        let mut conn = self.session().await?;
+        advisory_lock(&mut conn, database).await.map_err(error)?;
+        Ok(conn)
+    }
+
+    /// The most recently used idle session; those idle too long are closed.
+    async fn take_idle(&self) -> Option<PgConnection> {
+        let (conn, expired) = {
+            let mut idle = self.idle_sessions.lock().unwrap_or_else(PoisonError::into_inner);
+            let expired: Vec<IdleSession> =
+                idle.extract_if(.., |s| s.since.elapsed() >= SESSION_IDLE_TIMEOUT).collect();
+            (idle.pop().map(|s| s.conn), expired)
+        };
+        for session in expired {
+            self.close(session.conn).await;
+        }
+        conn
+    }
+
+    /// Releases the advisory lock `conn` holds and keeps it for the next provision or
+    /// drop. A session that cannot be unlocked is dropped, which unlocks it too.
+    async fn keep(&self, mut conn: PgConnection) {
+        if let Err(e) = sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut conn).await {
+            debug!(error = %e, "unlocking an admin session failed; closing it");
+            return;
+        }
+        let surplus = {
+            let mut idle = self.idle_sessions.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < IDLE_SESSIONS {
+                idle.push(IdleSession { conn, since: Instant::now() });
+                None
+            } else {
+                Some(conn)
+            }
+        };
+        if let Some(conn) = surplus {
+            self.close(conn).await;
         }
     }
 
@@ -549,17 +642,7 @@ impl PgServer {
         }
     }
 
-    /// Takes the session-level advisory lock for `database` on `conn`.
-    async fn lock(&self, conn: &mut PgConnection, database: &Ident) -> Result<(), PgError> {
-        sqlx::raw_sql(LOCK_TIMEOUT).execute(&mut *conn).await.map_err(|e| self.error("set a lock timeout", e))?;
-        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
-            .bind(format!("strata-data:{database}"))
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.error(format!("lock database {database} (another change to it is running)"), e))?;
-        Ok(())
-    }
-
+    /// Runs `sql` as a simple query: statements joined with `;` run as one transaction.
     async fn exec<'e>(
         &self,
         executor: impl PgExecutor<'e>,
@@ -593,14 +676,33 @@ impl PgServer {
         executor: impl PgExecutor<'e>,
         role: &Ident,
     ) -> Result<bool, PgError> {
-        let powerful: Option<bool> = sqlx::query_scalar(
-            "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls \
-             FROM pg_roles WHERE rolname = $1",
-        )
+        let powerful: Option<bool> =
+            sqlx::query_scalar(concat!("SELECT ", role_is_powerful!(), " FROM pg_roles WHERE rolname = $1"))
+                .bind(role.as_str())
+                .fetch_optional(executor)
+                .await
+                .map_err(|e| self.error(format!("look up role {role}"), e))?;
+        self.unprivileged(role, powerful)
+    }
+
+    /// Whether `database` and `role` exist, in one query; an existing role with
+    /// administrative powers is refused, as for [`Self::existing_role_is_unprivileged`].
+    async fn existing(&self, conn: &mut PgConnection, database: &Ident, role: &Ident) -> Result<Existing, PgError> {
+        let (powerful, database_exists): (Option<bool>, bool) = sqlx::query_as(concat!(
+            "SELECT (SELECT ",
+            role_is_powerful!(),
+            " FROM pg_roles WHERE rolname = $1), EXISTS (SELECT 1 FROM pg_database WHERE datname = $2)"
+        ))
         .bind(role.as_str())
-        .fetch_optional(executor)
+        .bind(database.as_str())
+        .fetch_one(conn)
         .await
-        .map_err(|e| self.error(format!("look up role {role}"), e))?;
+        .map_err(|e| self.error(format!("look up database {database} and role {role}"), e))?;
+        Ok(Existing { database: database_exists, role: self.unprivileged(role, powerful)? })
+    }
+
+    /// Whether a role exists, given whether it is powerful (`None`: it does not exist).
+    fn unprivileged(&self, role: &Ident, powerful: Option<bool>) -> Result<bool, PgError> {
         match powerful {
             Some(true) => Err(PgError::Reserved { name: role.to_string() }),
             Some(false) => Ok(true),
@@ -702,6 +804,26 @@ impl PgError {
             PgError::Database { source: sqlx::Error::Database(e), .. } => e.code().map(|c| c.into_owned()),
             _ => None,
         }
+    }
+}
+
+/// Takes the session-level advisory lock of `database`, waiting up to the lock timeout.
+async fn advisory_lock(conn: &mut PgConnection, database: &Ident) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+        .bind(format!("strata-data:{database}"))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Whether `error` means the session is gone (the server closed, restarted or
+/// terminated it), so that another session may well succeed.
+fn is_broken(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exception; 57P: the server shut the session down.
+        sqlx::Error::Database(e) => e.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
     }
 }
 

@@ -255,23 +255,6 @@ impl Runtime {
         }
     }
 
-    /// Waits until no instance of the app runs another release than
-    /// `release_id` (the old ones are drained), or `deadline` passes.
-    pub async fn wait_drained(&self, app_id: &str, release_id: &str, deadline: Duration) -> bool {
-        let mut changes = self.changes();
-        self.request_reconcile(Some(app_id.to_owned()));
-        let until = tokio::time::Instant::now() + deadline;
-        loop {
-            if self.instances_of(app_id).iter().all(|v| v.release_id == release_id) {
-                return true;
-            }
-            match tokio::time::timeout_at(until, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return false,
-            }
-        }
-    }
-
     async fn run_reconciler(self, mut requests: mpsc::UnboundedReceiver<Option<String>>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
         loop {
