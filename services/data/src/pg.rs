@@ -318,8 +318,10 @@ impl PgServer {
             let create = format!("CREATE ROLE {r} WITH {attributes}");
             match self.exec(&mut conn, || format!("create role {role}"), create).await {
                 Ok(()) => {}
-                // Created meanwhile by someone not holding our lock: update it instead.
+                // Created meanwhile by someone not holding our lock: update it instead,
+                // unless it was made an administrator's.
                 Err(e) if e.sqlstate().as_deref() == Some(DUPLICATE_OBJECT) => {
+                    self.existing_role_is_unprivileged(&mut conn, role).await?;
                     self.exec(&mut conn, || format!("update role {role}"), alter_role).await?;
                 }
                 Err(e) => return Err(e),
@@ -916,8 +918,133 @@ fn for_display(s: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use std::{future::Future, panic::AssertUnwindSafe};
+
+    use futures::FutureExt;
+    use strata_integration_tests::postgres_admin_url;
+
     use super::*;
+
+    /// Runs `test` with a fresh name prefix against the test server
+    /// (`STRATA_TEST_POSTGRES_URL`), then drops every database and role with that
+    /// prefix with plain SQL, whether the test passed, failed or panicked.
+    async fn with_prefix<F, Fut>(test: F)
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let prefix = format!("strata_t_{:08x}_", rand::random::<u32>());
+        let outcome = AssertUnwindSafe(test(prefix.clone())).catch_unwind().await;
+        let mut admin = PgConnection::connect(&postgres_admin_url()).await.unwrap();
+        let pattern = format!("{}%", prefix.replace('_', "\\_"));
+        let databases: Vec<String> = sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE $1")
+            .bind(&pattern)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+        for db in databases {
+            let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
+        }
+        let roles: Vec<String> = sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1")
+            .bind(&pattern)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+        for role in roles {
+            let sql = format!("DROP OWNED BY \"{role}\"; DROP ROLE IF EXISTS \"{role}\"");
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
+        }
+        match outcome {
+            Ok(result) => result.unwrap(),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// The backend pid of the session `server` keeps, if it keeps one.
+    async fn kept_pid(server: &PgServer) -> Option<i32> {
+        let mut conn = server.take_idle().await?;
+        let pid = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut conn).await.unwrap();
+        server.keep(conn).await;
+        Some(pid)
+    }
+
+    #[tokio::test]
+    async fn a_kept_session_is_reused_unlocked_and_replaced_when_it_breaks() {
+        with_prefix(|prefix| async move {
+            let server = PgServer::connect(&postgres_admin_url()).await?;
+            let (db, role) = (Ident::new(&format!("{prefix}one"))?, Ident::new(&format!("{prefix}one_owner"))?);
+            server.provision(&db, &role, "pw", 5).await?;
+            let first = kept_pid(&server).await.expect("the session was not kept");
+            server.drop_database(&db, &role).await?;
+            assert_eq!(kept_pid(&server).await, Some(first), "the kept session was not reused");
+
+            let mut admin = PgConnection::connect(&postgres_admin_url()).await?;
+            let locks: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1")
+                    .bind(first)
+                    .fetch_one(&mut admin)
+                    .await?;
+            assert_eq!(locks, 0, "the kept session still holds an advisory lock");
+
+            // As when the server restarts or an operator ends idle sessions.
+            let ended: bool =
+                sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)").bind(first).fetch_one(&mut admin).await?;
+            assert!(ended);
+            server.provision(&db, &role, "pw", 5).await?;
+            assert!(server.database_exists(&db).await?);
+            let second = kept_pid(&server).await.expect("the new session was not kept");
+            assert_ne!(second, first);
+            Ok(())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_provision_dropped_half_way_leaves_no_lock_behind() {
+        with_prefix(|prefix| async move {
+            let server = PgServer::connect(&postgres_admin_url()).await?;
+            let (db, role) = (Ident::new(&format!("{prefix}cut"))?, Ident::new(&format!("{prefix}cut_owner"))?);
+            // Hold the database's lock, as another process provisioning it would.
+            let mut other = PgConnection::connect(&postgres_admin_url()).await?;
+            advisory_lock(&mut other, &db).await?;
+
+            let provision = tokio::spawn({
+                let (server, db, role) = (server.clone(), db.clone(), role.clone());
+                async move { server.provision(&db, &role, "pw", 5).await }
+            });
+            // Wait until the provision waits for the lock, then drop it there.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let waiting: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks held JOIN pg_locks waiting \
+                     USING (locktype, database, classid, objid, objsubid) \
+                     WHERE held.locktype = 'advisory' AND held.pid = pg_backend_pid() AND held.granted \
+                     AND NOT waiting.granted)",
+                )
+                .fetch_one(&mut other)
+                .await?;
+                if waiting {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the provision never waited for the lock");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            provision.abort();
+            assert!(provision.await.is_err_and(|e| e.is_cancelled()));
+            sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut other).await?;
+
+            // Another process gets the lock at once, not after the 30 s lock timeout.
+            let elsewhere = PgServer::connect(&postgres_admin_url()).await?;
+            tokio::time::timeout(Duration::from_secs(10), elsewhere.provision(&db, &role, "pw", 5)).await??;
+            tokio::time::timeout(Duration::from_secs(10), server.drop_database(&db, &role)).await??;
+            assert!(!server.database_exists(&db).await?);
+            Ok(())
+        })
+        .await;
+    }
 
     #[test]
     fn percent_encoding_round_trips() {
