@@ -32,6 +32,15 @@ pub enum EventsError {
     Payload(#[from] serde_json::Error),
 }
 
+impl From<EventsError> for strata_kit::ApiError {
+    fn from(error: EventsError) -> Self {
+        match error {
+            EventsError::Database(e) => e.into(),
+            other => strata_kit::ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 /// The migrations of the outbox and inbox tables, for SQLite and Postgres;
 /// run them beside the service's own with [`strata_kit::Db::migrate`].
 pub fn migrations(db: &strata_kit::Db) -> sqlx::migrate::Migrator {

@@ -4,10 +4,12 @@
 //! - [`settings`]: typed config (defaults → optional TOML file → environment);
 //! - [`telemetry`]: tracing, exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set;
 //! - [`server`]: a tonic server with `grpc.health.v1`, reflection and graceful drain;
+//! - [`error`]: the error domains return, and its gRPC status;
 //! - [`identity`]: signed identity tokens (EdDSA) and the [`identity::Identity`] handlers see;
 //! - [`store`]: the sqlx pool over SQLite (embedded default) or Postgres, with migrations;
 //! - [`shutdown`]: one cancellation token fed by SIGTERM/SIGINT.
 
+pub mod error;
 pub mod identity;
 pub mod server;
 pub mod settings;
@@ -15,6 +17,7 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 
+pub use error::ApiError;
 pub use identity::{Identity, Role};
 pub use store::Db;
 pub use tokio_util::sync::CancellationToken;

@@ -10,7 +10,6 @@ use std::{
 };
 
 use futures::{Stream, StreamExt};
-use strata_events::EventsError;
 use strata_kit::{Identity, store::now_ms};
 use strata_proto::compute::v1 as pb;
 use tokio::{io::AsyncWriteExt, sync::mpsc};
@@ -22,46 +21,8 @@ use crate::{
     store::{self, Store},
 };
 
-/// Errors of compute's operations, mapped to gRPC codes at the edge.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    PermissionDenied(String),
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(error: sqlx::Error) -> Self {
-        tracing::error!(%error, "database error");
-        Error::Unavailable("the compute database did not answer; try again".to_owned())
-    }
-}
-
-impl From<EventsError> for Error {
-    fn from(error: EventsError) -> Self {
-        match error {
-            EventsError::Database(e) => e.into(),
-            other => Error::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<std::io::Error> for Error {
-    fn from(error: std::io::Error) -> Self {
-        Error::Internal(error.to_string())
-    }
-}
+/// Compute's operations fail with the shared API error (mapped to gRPC at the edge).
+pub use strata_kit::ApiError as Error;
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -453,7 +414,7 @@ impl Compute {
         name: &str,
         mut chunks: impl Stream<Item = Result<Vec<u8>>> + Unpin,
     ) -> Result<Upload> {
-        identity.require_write().map_err(|s| Error::PermissionDenied(s.message().to_owned()))?;
+        identity.require_write()?;
         let app = self.app_find(identity, name).await?;
         let id = uuid::Uuid::now_v7().to_string();
         let dir = self.settings.data_dir.join("apps").join(&app.id).join("uploads");
@@ -510,7 +471,7 @@ impl Compute {
         instances: u32,
         progress: mpsc::UnboundedSender<Progress>,
     ) -> Result<Deployment> {
-        identity.require_write().map_err(|s| Error::PermissionDenied(s.message().to_owned()))?;
+        identity.require_write()?;
         let app = self.app_find(identity, name).await?;
         let upload = match &source {
             Source::Upload(id) => {
@@ -594,7 +555,7 @@ impl Compute {
         version: u32,
         progress: mpsc::UnboundedSender<Progress>,
     ) -> Result<Deployment> {
-        identity.require_write().map_err(|s| Error::PermissionDenied(s.message().to_owned()))?;
+        identity.require_write()?;
         let app = self.app_find(identity, name).await?;
         let _guard = self.lock_app(&app.id).await;
         let current = self.release_version_of(&app).await?;
@@ -818,7 +779,7 @@ impl Compute {
 
     /// Sets the instance count; the reconciler does the rest.
     pub async fn scale(&self, identity: &Identity, name: &str, instances: u32) -> Result<App> {
-        identity.require_write().map_err(|s| Error::PermissionDenied(s.message().to_owned()))?;
+        identity.require_write()?;
         if instances > 100 {
             return Err(Error::InvalidArgument(format!("{instances} instances is more than the limit of 100")));
         }

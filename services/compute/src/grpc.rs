@@ -4,8 +4,8 @@
 use std::{collections::BTreeMap, pin::Pin};
 
 use futures::{Stream, StreamExt};
-use strata_kit::Identity;
-use strata_proto::{compute::v1 as pb, pbjson_types::Timestamp};
+use strata_kit::{Identity, error::timestamp};
+use strata_proto::compute::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -37,30 +37,12 @@ impl ComputeApi {
             name: app.name.clone(),
             team: app.team.clone(),
             status: status.into(),
-            release_version: self.compute.release_version_of(app).await.map_err(status_of)?,
+            release_version: self.compute.release_version_of(app).await.map_err(Status::from)?,
             desired_instances: app.instances,
             running_instances: running,
             created_at: Some(timestamp(app.created_at)),
         })
     }
-}
-
-/// Maps a domain error to the gRPC status a client should see.
-pub fn status_of(error: app::Error) -> Status {
-    use app::Error as E;
-    match error {
-        E::InvalidArgument(m) => Status::invalid_argument(m),
-        E::NotFound(m) => Status::not_found(m),
-        E::AlreadyExists(m) => Status::already_exists(m),
-        E::FailedPrecondition(m) => Status::failed_precondition(m),
-        E::PermissionDenied(m) => Status::permission_denied(m),
-        E::Unavailable(m) => Status::unavailable(m),
-        E::Internal(m) => Status::internal(m),
-    }
-}
-
-fn timestamp(ms: i64) -> Timestamp {
-    Timestamp { seconds: ms.div_euclid(1000), nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0) }
 }
 
 fn config_reply(vars: Vec<ConfigVar>) -> pb::ConfigVars {
@@ -150,7 +132,7 @@ where
             Ok(Ok(deployment)) => {
                 Ok(pb::DeployProgress { event: Some(Event::Deployment(deployment_reply(&app, &deployment))) })
             }
-            Ok(Err(error)) => Err(status_of(error)),
+            Ok(Err(error)) => Err(Status::from(error)),
             Err(join) => Err(Status::internal(format!("the deployment task failed: {join}"))),
         };
         let _ = out_tx.send(last);
@@ -164,20 +146,20 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
     async fn create_app(&self, request: Request<pb::CreateAppRequest>) -> Result<Response<pb::App>, Status> {
         let identity = Identity::of(&request)?;
         identity.require_write()?;
-        let app = self.compute.app_create(&identity, &request.get_ref().name).await.map_err(status_of)?;
+        let app = self.compute.app_create(&identity, &request.get_ref().name).await.map_err(Status::from)?;
         Ok(Response::new(self.app_reply(&app).await?))
     }
 
     async fn get_app(&self, request: Request<pb::GetAppRequest>) -> Result<Response<pb::App>, Status> {
         let identity = Identity::of(&request)?;
-        let app = self.compute.app_find(&identity, &request.get_ref().app).await.map_err(status_of)?;
+        let app = self.compute.app_find(&identity, &request.get_ref().app).await.map_err(Status::from)?;
         Ok(Response::new(self.app_reply(&app).await?))
     }
 
     async fn list_apps(&self, request: Request<pb::ListAppsRequest>) -> Result<Response<pb::ListAppsResponse>, Status> {
         let identity = Identity::of(&request)?;
         let mut apps = Vec::new();
-        for app in self.compute.app_list(&identity).await.map_err(status_of)? {
+        for app in self.compute.app_list(&identity).await.map_err(Status::from)? {
             apps.push(self.app_reply(&app).await?);
         }
         Ok(Response::new(pb::ListAppsResponse { apps }))
@@ -190,7 +172,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
     ) -> Result<Response<pb::DeleteAppResponse>, Status> {
         let identity = Identity::of(&request)?;
         identity.require_write()?;
-        self.compute.app_delete(&identity, &request.get_ref().app).await.map_err(status_of)?;
+        self.compute.app_delete(&identity, &request.get_ref().app).await.map_err(Status::from)?;
         Ok(Response::new(pb::DeleteAppResponse {}))
     }
 
@@ -199,7 +181,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
         identity.require_write()?;
         let req = request.get_ref();
         let vars: BTreeMap<String, String> = req.vars.clone().into_iter().collect();
-        let vars = self.compute.config_set(&identity, &req.app, &vars, req.secret).await.map_err(status_of)?;
+        let vars = self.compute.config_set(&identity, &req.app, &vars, req.secret).await.map_err(Status::from)?;
         Ok(Response::new(config_reply(vars)))
     }
 
@@ -207,13 +189,13 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
         let identity = Identity::of(&request)?;
         identity.require_write()?;
         let req = request.get_ref();
-        let vars = self.compute.config_unset(&identity, &req.app, &req.keys).await.map_err(status_of)?;
+        let vars = self.compute.config_unset(&identity, &req.app, &req.keys).await.map_err(Status::from)?;
         Ok(Response::new(config_reply(vars)))
     }
 
     async fn list_config(&self, request: Request<pb::ListConfigRequest>) -> Result<Response<pb::ConfigVars>, Status> {
         let identity = Identity::of(&request)?;
-        let vars = self.compute.config_list(&identity, &request.get_ref().app).await.map_err(status_of)?;
+        let vars = self.compute.config_list(&identity, &request.get_ref().app).await.map_err(Status::from)?;
         Ok(Response::new(config_reply(vars)))
     }
 
@@ -235,7 +217,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
             }
             Err(status) => Err(app::Error::InvalidArgument(format!("the upload broke off: {}", status.message()))),
         });
-        let upload = self.compute.upload_receive(&identity, &app, Box::pin(chunks)).await.map_err(status_of)?;
+        let upload = self.compute.upload_receive(&identity, &app, Box::pin(chunks)).await.map_err(Status::from)?;
         Ok(Response::new(pb::Upload { id: upload.id, size_bytes: upload.size_bytes, files: upload.files }))
     }
 
@@ -253,7 +235,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
             None => return Err(Status::invalid_argument("say what to deploy: an upload id or a command")),
         };
         // Fail fast on what can be checked before the stream starts.
-        self.compute.app_find(&identity, &req.app).await.map_err(status_of)?;
+        self.compute.app_find(&identity, &req.app).await.map_err(Status::from)?;
         let compute = self.compute.clone();
         let app = req.app.clone();
         Ok(Response::new(progress_stream(req.app, move |progress| async move {
@@ -267,7 +249,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
         let identity = Identity::of(&request)?;
         identity.require_write()?;
         let req = request.into_inner();
-        self.compute.app_find(&identity, &req.app).await.map_err(status_of)?;
+        self.compute.app_find(&identity, &req.app).await.map_err(Status::from)?;
         let compute = self.compute.clone();
         let app = req.app.clone();
         Ok(Response::new(progress_stream(req.app, move |progress| async move {
@@ -281,7 +263,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
         let identity = Identity::of(&request)?;
         let app = &request.get_ref().app;
-        let releases = self.compute.releases_list(&identity, app).await.map_err(status_of)?;
+        let releases = self.compute.releases_list(&identity, app).await.map_err(Status::from)?;
         Ok(Response::new(pb::ListReleasesResponse {
             releases: releases.iter().map(|r| release_reply(app, r)).collect(),
         }))
@@ -293,7 +275,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
     ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
         let identity = Identity::of(&request)?;
         let app = &request.get_ref().app;
-        let deployments = self.compute.deployments_list(&identity, app).await.map_err(status_of)?;
+        let deployments = self.compute.deployments_list(&identity, app).await.map_err(Status::from)?;
         Ok(Response::new(pb::ListDeploymentsResponse {
             deployments: deployments.iter().map(|d| deployment_reply(app, d)).collect(),
         }))
@@ -303,7 +285,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
         let identity = Identity::of(&request)?;
         identity.require_write()?;
         let req = request.get_ref();
-        let app = self.compute.scale(&identity, &req.app, req.instances).await.map_err(status_of)?;
+        let app = self.compute.scale(&identity, &req.app, req.instances).await.map_err(Status::from)?;
         Ok(Response::new(self.app_reply(&app).await?))
     }
 
@@ -314,7 +296,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
         let identity = Identity::of(&request)?;
         let app = &request.get_ref().app;
         let host = self.compute.runtime().host().to_owned();
-        let instances = self.compute.instances_list(&identity, app).await.map_err(status_of)?;
+        let instances = self.compute.instances_list(&identity, app).await.map_err(Status::from)?;
         Ok(Response::new(pb::ListInstancesResponse {
             instances: instances.iter().map(|i| instance_reply(app, &host, i)).collect(),
         }))
@@ -328,7 +310,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
         let identity = Identity::of(&request)?;
         let req = request.get_ref();
-        let app = self.compute.app_find(&identity, &req.app).await.map_err(status_of)?;
+        let app = self.compute.app_find(&identity, &req.app).await.map_err(Status::from)?;
         let tail = if req.tail == 0 { 100 } else { req.tail as usize };
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(logs::stream(

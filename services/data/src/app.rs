@@ -10,7 +10,6 @@
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
-use strata_events::EventsError;
 use strata_kit::{Identity, Role, store::now_ms};
 use strata_proto::data::v1 as pb;
 use tokio::sync::RwLock;
@@ -24,40 +23,8 @@ use crate::{
     store::{self, Store},
 };
 
-/// Errors of data's operations, mapped to gRPC codes at the edge.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    PermissionDenied(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(error: sqlx::Error) -> Self {
-        tracing::error!(%error, "database error");
-        Error::Unavailable("the data service's own database did not answer; try again".to_owned())
-    }
-}
-
-impl From<EventsError> for Error {
-    fn from(error: EventsError) -> Self {
-        match error {
-            EventsError::Database(e) => e.into(),
-            other => Error::Internal(other.to_string()),
-        }
-    }
-}
+/// Data's operations fail with the shared API error (mapped to gRPC at the edge).
+pub use strata_kit::ApiError as Error;
 
 impl From<CryptoError> for Error {
     fn from(error: CryptoError) -> Self {
@@ -143,7 +110,7 @@ fn not_found(name: &str, team: &str) -> Error {
 }
 
 fn require_write(identity: &Identity) -> Result<()> {
-    identity.require_write().map_err(|s| Error::PermissionDenied(s.message().to_owned()))
+    Ok(identity.require_write()?)
 }
 
 impl Data {

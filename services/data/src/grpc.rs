@@ -1,11 +1,11 @@
 //! The gRPC edge of the data service.
 
-use strata_kit::Identity;
-use strata_proto::{data::v1 as pb, pbjson_types::Timestamp};
+use strata_kit::{Identity, error::timestamp};
+use strata_proto::data::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    app::{self, Data},
+    app::Data,
     model::{BackupRecord, BindingRecord, DatabaseRecord, DbState},
 };
 
@@ -32,29 +32,11 @@ impl DataApi {
             }
             .into(),
             plan: db.plan.clone(),
-            server: self.data.server_name(db).await.map_err(status_of)?,
-            apps: self.data.apps_of(db).await.map_err(status_of)?,
+            server: self.data.server_name(db).await.map_err(Status::from)?,
+            apps: self.data.apps_of(db).await.map_err(Status::from)?,
             created_at: Some(timestamp(db.created_at)),
         })
     }
-}
-
-/// Maps a domain error to its gRPC status.
-pub fn status_of(error: app::Error) -> Status {
-    use app::Error as E;
-    match error {
-        E::InvalidArgument(m) => Status::invalid_argument(m),
-        E::NotFound(m) => Status::not_found(m),
-        E::AlreadyExists(m) => Status::already_exists(m),
-        E::FailedPrecondition(m) => Status::failed_precondition(m),
-        E::PermissionDenied(m) => Status::permission_denied(m),
-        E::Unavailable(m) => Status::unavailable(m),
-        E::Internal(m) => Status::internal(m),
-    }
-}
-
-fn timestamp(ms: i64) -> Timestamp {
-    Timestamp { seconds: ms.div_euclid(1000), nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0) }
 }
 
 fn binding_reply(database: &str, b: &BindingRecord) -> pb::Binding {
@@ -83,8 +65,11 @@ impl pb::data_service_server::DataService for DataApi {
     ) -> Result<Response<pb::Server>, Status> {
         let identity = Identity::of(&request)?;
         let req = request.get_ref();
-        let server =
-            self.data.server_register(&identity, &req.name, &req.admin_url, req.capacity).await.map_err(status_of)?;
+        let server = self
+            .data
+            .server_register(&identity, &req.name, &req.admin_url, req.capacity)
+            .await
+            .map_err(Status::from)?;
         Ok(Response::new(pb::Server {
             id: server.id,
             name: server.name,
@@ -99,7 +84,7 @@ impl pb::data_service_server::DataService for DataApi {
         request: Request<pb::ListServersRequest>,
     ) -> Result<Response<pb::ListServersResponse>, Status> {
         let identity = Identity::of(&request)?;
-        let servers = self.data.servers_list(&identity).await.map_err(status_of)?;
+        let servers = self.data.servers_list(&identity).await.map_err(Status::from)?;
         Ok(Response::new(pb::ListServersResponse {
             servers: servers
                 .into_iter()
@@ -122,13 +107,13 @@ impl pb::data_service_server::DataService for DataApi {
         let identity = Identity::of(&request)?;
         let req = request.get_ref();
         let db =
-            self.data.database_create(&identity, &req.name, &req.plan, &req.request_id).await.map_err(status_of)?;
+            self.data.database_create(&identity, &req.name, &req.plan, &req.request_id).await.map_err(Status::from)?;
         Ok(Response::new(self.database_reply(&db).await?))
     }
 
     async fn get_database(&self, request: Request<pb::GetDatabaseRequest>) -> Result<Response<pb::Database>, Status> {
         let identity = Identity::of(&request)?;
-        let db = self.data.database_find(&identity, &request.get_ref().name).await.map_err(status_of)?;
+        let db = self.data.database_find(&identity, &request.get_ref().name).await.map_err(Status::from)?;
         Ok(Response::new(self.database_reply(&db).await?))
     }
 
@@ -138,7 +123,7 @@ impl pb::data_service_server::DataService for DataApi {
     ) -> Result<Response<pb::ListDatabasesResponse>, Status> {
         let identity = Identity::of(&request)?;
         let mut databases = Vec::new();
-        for db in self.data.databases_list(&identity).await.map_err(status_of)? {
+        for db in self.data.databases_list(&identity).await.map_err(Status::from)? {
             databases.push(self.database_reply(&db).await?);
         }
         Ok(Response::new(pb::ListDatabasesResponse { databases }))
@@ -150,7 +135,7 @@ impl pb::data_service_server::DataService for DataApi {
         request: Request<pb::DeleteDatabaseRequest>,
     ) -> Result<Response<pb::DeleteDatabaseResponse>, Status> {
         let identity = Identity::of(&request)?;
-        self.data.database_delete(&identity, &request.get_ref().name).await.map_err(status_of)?;
+        self.data.database_delete(&identity, &request.get_ref().name).await.map_err(Status::from)?;
         Ok(Response::new(pb::DeleteDatabaseResponse {}))
     }
 
@@ -159,7 +144,7 @@ impl pb::data_service_server::DataService for DataApi {
         request: Request<pb::GetCredentialsRequest>,
     ) -> Result<Response<pb::Credentials>, Status> {
         let identity = Identity::of(&request)?;
-        let credentials = self.data.credentials(&identity, &request.get_ref().name).await.map_err(status_of)?;
+        let credentials = self.data.credentials(&identity, &request.get_ref().name).await.map_err(Status::from)?;
         tracing::info!(subject = %identity.subject, team = %identity.team, database = %request.get_ref().name, "credentials read");
         Ok(Response::new(credentials))
     }
@@ -169,21 +154,21 @@ impl pb::data_service_server::DataService for DataApi {
         request: Request<pb::RotateCredentialsRequest>,
     ) -> Result<Response<pb::Database>, Status> {
         let identity = Identity::of(&request)?;
-        let db = self.data.credentials_rotate(&identity, &request.get_ref().name).await.map_err(status_of)?;
+        let db = self.data.credentials_rotate(&identity, &request.get_ref().name).await.map_err(Status::from)?;
         Ok(Response::new(self.database_reply(&db).await?))
     }
 
     async fn bind(&self, request: Request<pb::BindRequest>) -> Result<Response<pb::Binding>, Status> {
         let identity = Identity::of(&request)?;
         let req = request.get_ref();
-        let binding = self.data.bind(&identity, &req.database, &req.app).await.map_err(status_of)?;
+        let binding = self.data.bind(&identity, &req.database, &req.app).await.map_err(Status::from)?;
         Ok(Response::new(binding_reply(&req.database, &binding)))
     }
 
     async fn unbind(&self, request: Request<pb::UnbindRequest>) -> Result<Response<pb::UnbindResponse>, Status> {
         let identity = Identity::of(&request)?;
         let req = request.get_ref();
-        self.data.unbind(&identity, &req.database, &req.app).await.map_err(status_of)?;
+        self.data.unbind(&identity, &req.database, &req.app).await.map_err(Status::from)?;
         Ok(Response::new(pb::UnbindResponse {}))
     }
 
@@ -193,7 +178,7 @@ impl pb::data_service_server::DataService for DataApi {
     ) -> Result<Response<pb::ListBindingsResponse>, Status> {
         let identity = Identity::of(&request)?;
         let database = &request.get_ref().database;
-        let bindings = self.data.bindings_list(&identity, database).await.map_err(status_of)?;
+        let bindings = self.data.bindings_list(&identity, database).await.map_err(Status::from)?;
         Ok(Response::new(pb::ListBindingsResponse {
             bindings: bindings.iter().map(|b| binding_reply(database, b)).collect(),
         }))
@@ -201,7 +186,7 @@ impl pb::data_service_server::DataService for DataApi {
 
     async fn create_backup(&self, request: Request<pb::CreateBackupRequest>) -> Result<Response<pb::Backup>, Status> {
         let identity = Identity::of(&request)?;
-        let backup = self.data.backup_create(&identity, &request.get_ref().database).await.map_err(status_of)?;
+        let backup = self.data.backup_create(&identity, &request.get_ref().database).await.map_err(Status::from)?;
         Ok(Response::new(backup_reply(&backup)))
     }
 
@@ -210,7 +195,7 @@ impl pb::data_service_server::DataService for DataApi {
         request: Request<pb::ListBackupsRequest>,
     ) -> Result<Response<pb::ListBackupsResponse>, Status> {
         let identity = Identity::of(&request)?;
-        let backups = self.data.backups_list(&identity, &request.get_ref().database).await.map_err(status_of)?;
+        let backups = self.data.backups_list(&identity, &request.get_ref().database).await.map_err(Status::from)?;
         Ok(Response::new(pb::ListBackupsResponse { backups: backups.iter().map(backup_reply).collect() }))
     }
 
@@ -220,7 +205,7 @@ impl pb::data_service_server::DataService for DataApi {
     ) -> Result<Response<pb::Database>, Status> {
         let identity = Identity::of(&request)?;
         let req = request.get_ref();
-        let db = self.data.backup_restore(&identity, &req.backup_id, &req.name).await.map_err(status_of)?;
+        let db = self.data.backup_restore(&identity, &req.backup_id, &req.name).await.map_err(Status::from)?;
         Ok(Response::new(self.database_reply(&db).await?))
     }
 }
