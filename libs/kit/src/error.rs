@@ -72,3 +72,23 @@ pub fn timestamp(ms: i64) -> strata_proto::pbjson_types::Timestamp {
         nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
     }
 }
+
+/// Checks a resource name (app, database, ...): a DNS label of 1 to 40
+/// lowercase letters, digits and hyphens, starting with a letter and not
+/// ending with a hyphen. Names are shown in URLs and hostnames, and never
+/// reach SQL or a shell as they are.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= 40
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidArgument(format!(
+            "invalid {kind} name {name:?}: use 1 to 40 lowercase letters, digits and hyphens, \
+             starting with a letter and not ending with a hyphen (e.g. `billing-api`)"
+        )))
+    }
+}

@@ -71,19 +71,7 @@ impl std::fmt::Debug for Compute {
 
 /// Validates an app name: a DNS label of at most 40 characters.
 pub fn validate_app_name(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 40
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "invalid app name {name:?}: use 1 to 40 lowercase letters, digits and hyphens, \
-             starting with a letter and not ending with a hyphen (e.g. `billing-api`)"
-        )))
-    }
+    strata_kit::error::validate_name("app", name)
 }
 
 /// Validates a config key: an environment variable name the platform does not own.

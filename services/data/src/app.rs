@@ -62,21 +62,7 @@ pub fn connection_limit(plan: &str) -> Option<i32> {
     }
 }
 
-/// Validates a database or app name: a DNS label of at most 40 characters.
-pub fn validate_name(kind: &str, name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 40
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "invalid {kind} name {name:?}: use 1 to 40 lowercase letters, digits and hyphens, starting with a letter"
-        )))
-    }
-}
+pub use strata_kit::error::validate_name;
 
 /// Settings of the domain.
 #[derive(Debug, Clone)]
