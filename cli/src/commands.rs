@@ -458,14 +458,11 @@ pub async fn config(global: &Global, command: ConfigCommand) -> anyhow::Result<(
                 vars.insert(key.to_owned(), value.to_owned());
             }
             let reply = compute.set_config(pb::SetConfigRequest { app: app.name()?, vars, secret }).await?.into_inner();
-            (
-                reply.vars,
-                Some("Set. The change takes effect with the next deploy (or `strata rollback` to re-release)."),
-            )
+            (reply.vars, Some("Set. A deployed app gets a new release with it, already serving (`strata releases`)."))
         }
         ConfigCommand::Unset { keys, app } => {
             let reply = compute.unset_config(pb::UnsetConfigRequest { app: app.name()?, keys }).await?.into_inner();
-            (reply.vars, Some("Unset. The change takes effect with the next deploy."))
+            (reply.vars, Some("Unset. A deployed app gets a new release without it, already serving."))
         }
         ConfigCommand::List { app } => {
             (compute.list_config(pb::ListConfigRequest { app: app.name()? }).await?.into_inner().vars, None)

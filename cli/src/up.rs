@@ -190,7 +190,7 @@ fn print_banner(
     }
     println!("  nats      {nats}");
     println!("  postgres  {postgres}");
-    println!("  data      {}", data_dir.display());
+    println!("  state     {}", data_dir.display());
     println!();
     println!("Admin credential (team `default`, also in {}/admin-token):", data_dir.display());
     println!("  {token}");

@@ -84,7 +84,17 @@ impl Platform {
     fn interrupt(mut self) -> PathBuf {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGINT)
             .unwrap();
-        let status = self.child.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("strata up did not stop within 60s of Ctrl-C");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(status.success(), "strata up exited with {status}");
         self.data_dir.clone()
     }

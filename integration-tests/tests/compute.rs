@@ -525,3 +525,31 @@ async fn a_failed_build_leaves_the_running_release_untouched() {
     compute.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolling_back_while_the_old_release_drains_never_drops_to_zero() {
+    let (env, compute, _team, mut client) = setup(Backend::Sqlite).await;
+    create(&mut client, "flipflop").await;
+    deploy_hello(&mut client, "flipflop", 2).await;
+    wait_instances(&mut client, "flipflop", 2, Some(1)).await;
+    // v2 (a config release) serves; v1 is told to stop; roll back at once.
+    client
+        .set_config(pb::SetConfigRequest { app: "flipflop".into(), vars: vars(&[("MOOD", "fickle")]), secret: false })
+        .await
+        .unwrap();
+    let stream =
+        client.rollback(pb::RollbackRequest { app: "flipflop".into(), version: 1 }).await.unwrap().into_inner();
+    let (_, deployment) = finish_deploy(stream).await.unwrap();
+    assert_eq!(deployment.status, pb::DeploymentStatus::Succeeded as i32);
+    // Success means instances of v1 that are not on their way out serve now.
+    let serving = running_instances(&mut client, "flipflop").await;
+    let v1: Vec<_> = serving.iter().filter(|i| i.release_version == 1).collect();
+    assert_eq!(v1.len(), 2, "{serving:?}");
+    for instance in v1 {
+        assert_eq!(http_get(instance.port, "/").await.unwrap().0, 200);
+    }
+    wait_instances(&mut client, "flipflop", 2, Some(1)).await;
+
+    compute.stop().await;
+    env.cleanup().await;
+}

@@ -27,3 +27,13 @@ pub fn on_signal() -> std::io::Result<CancellationToken> {
     });
     Ok(token)
 }
+
+/// Waits for a background task to finish after its shutdown token fired,
+/// for at most `grace`; a task still running then is aborted, so shutting
+/// down always ends.
+pub async fn join_within<T>(mut task: tokio::task::JoinHandle<T>, grace: std::time::Duration, what: &str) {
+    if tokio::time::timeout(grace, &mut task).await.is_err() {
+        tracing::warn!(task = what, grace_secs = grace.as_secs(), "did not stop in time, aborting it");
+        task.abort();
+    }
+}

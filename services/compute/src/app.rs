@@ -336,7 +336,7 @@ impl Compute {
                 }
             };
             for (app_id, reason) in pending {
-                let outcome = async {
+                let work = async {
                     let _guard = self.lock_app(&app_id).await;
                     if let Some(app) = self.store.app_by_id(&app_id).await? {
                         match self.release_config(&app).await {
@@ -348,8 +348,13 @@ impl Compute {
                     store::pending_release_delete(tx.conn(), &app_id).await?;
                     tx.commit().await?;
                     Ok::<_, Error>(())
-                }
-                .await;
+                };
+                // A rollout can take a while: shutting down must not wait for it
+                // (the queued row stays and is picked up on the next start).
+                let outcome = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    outcome = work => outcome,
+                };
                 if let Err(error) = outcome {
                     tracing::warn!(app = %app_id, %reason, %error, "queued release not done yet, will retry");
                 }

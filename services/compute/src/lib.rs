@@ -204,7 +204,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ready.abort();
         background.cancel();
         for task in background_tasks {
-            let _ = task.await;
+            strata_kit::shutdown::join_within(task, Duration::from_secs(10), "compute background task").await;
         }
         // Stop the apps, then let the relay publish their last events.
         runtime_stop.cancel();

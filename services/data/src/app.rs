@@ -585,7 +585,11 @@ impl Data {
     /// Reconciles now and then every `interval` until `shutdown`.
     pub async fn run_reconciler(self, interval: Duration, shutdown: CancellationToken) {
         loop {
-            if let Err(error) = self.reconcile().await {
+            let pass = tokio::select! {
+                () = shutdown.cancelled() => return,
+                pass = self.reconcile() => pass,
+            };
+            if let Err(error) = pass {
                 tracing::warn!(%error, "reconciliation failed, will try again");
             }
             tokio::select! {

@@ -202,7 +202,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let served = server.serve(routes, shutdown).await;
         ready.abort();
         background.cancel();
-        let _ = tokio::join!(relay, consumer, reconciler);
+        let grace = Duration::from_secs(10);
+        tokio::join!(
+            strata_kit::shutdown::join_within(relay, grace, "data outbox relay"),
+            strata_kit::shutdown::join_within(consumer, grace, "data app-events consumer"),
+            strata_kit::shutdown::join_within(reconciler, grace, "data reconciler"),
+        );
         outbox.flush(&bus, Duration::from_secs(2)).await;
         served?;
         Ok(())

@@ -184,8 +184,19 @@ impl Runtime {
 
     /// The instances of an app, oldest first.
     pub fn instances_of(&self, app_id: &str) -> Vec<InstanceView> {
-        let mut views: Vec<InstanceView> =
-            self.slots().values().filter(|s| s.view.app_id == app_id).map(|s| s.view.clone()).collect();
+        let mut views: Vec<InstanceView> = self
+            .slots()
+            .values()
+            .filter(|s| s.view.app_id == app_id)
+            .map(|s| {
+                let mut view = s.view.clone();
+                // Asked to stop: no longer counts as serving, even before it exits.
+                if s.stop.is_cancelled() {
+                    view.state = State::Stopping;
+                }
+                view
+            })
+            .collect();
         views.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
         views
     }
@@ -303,7 +314,7 @@ impl Runtime {
         let mut to_start = 0;
         {
             let slots = self.slots();
-            let live = |s: &&Slot| s.view.app_id == app.id && s.view.state != State::Stopping;
+            let live = |s: &&Slot| s.view.app_id == app.id && s.view.state != State::Stopping && !s.stop.is_cancelled();
             let mut current: Vec<&Slot> =
                 slots.values().filter(live).filter(|s| s.view.release_id == release.id).collect();
             if current.len() < want {
