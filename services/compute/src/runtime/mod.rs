@@ -109,6 +109,8 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 struct Inner {
     store: Store,
     settings: RuntimeSettings,
+    /// Fired when compute shuts down: from then on no instance is started.
+    shutdown: CancellationToken,
     slots: Mutex<HashMap<String, Slot>>,
     changes: watch::Sender<u64>,
     reconcile: mpsc::UnboundedSender<Option<String>>,
@@ -154,6 +156,7 @@ impl Runtime {
                 changes: watch::Sender::new(0),
                 reconcile,
                 tasks: TaskTracker::new(),
+                shutdown: shutdown.clone(),
             }),
         };
         runtime.adopt_survivors().await?;
@@ -218,6 +221,7 @@ impl Runtime {
 
     /// Stops every instance (compute is shutting down) and waits for them.
     pub async fn drain(&self) {
+        // The shutdown token has fired, so `start_instance` adds no slot after this.
         for slot in self.slots().values() {
             stop_slot(slot, "compute is shutting down");
         }
@@ -368,7 +372,18 @@ impl Runtime {
         };
         let stop = CancellationToken::new();
         let stop_reason = Arc::new(Mutex::new(String::new()));
-        self.slots().insert(id.clone(), Slot { view, stop: stop.clone(), stop_reason: stop_reason.clone() });
+        {
+            let mut slots = self.slots();
+            // Checked under the lock `drain` stops slots under: an instance is
+            // either seen (and stopped) by the drain, or never started.
+            if self.inner.shutdown.is_cancelled() {
+                if let Some((_, proc)) = adopted {
+                    proc.signal(nix::sys::signal::Signal::SIGTERM);
+                }
+                return;
+            }
+            slots.insert(id.clone(), Slot { view, stop: stop.clone(), stop_reason: stop_reason.clone() });
+        }
         self.changed();
         let supervisor =
             Supervisor { runtime: self.clone(), app: app.clone(), release: release.clone(), id, stop, stop_reason };
