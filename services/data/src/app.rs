@@ -287,7 +287,15 @@ impl Data {
         server.provision(&Ident::new(&db.db_ident)?, &Ident::new(&db.role_ident)?, &password, limit).await?;
         let server_name = self.server_name(&db).await?;
         let mut tx = self.store.begin().await?;
-        store::database_set_state(tx.conn(), &db.id, DbState::Ready).await?;
+        if !store::database_transition(tx.conn(), &db.id, DbState::Provisioning, DbState::Ready).await? {
+            // The reconciler (or a retry) finished it first, and announced it.
+            tx.rollback().await?;
+            return Ok(self
+                .store
+                .database_by_id(&db.id)
+                .await?
+                .unwrap_or(DatabaseRecord { state: DbState::Ready, ..db }));
+        }
         tx.emit(
             events::DATABASE_PROVISIONED,
             &db.id,
@@ -329,7 +337,11 @@ impl Data {
         for binding in &bindings {
             emit_binding_deleted(&mut tx, &db, binding).await?;
         }
-        store::database_delete(tx.conn(), &db.id).await?;
+        if !store::database_delete(tx.conn(), &db.id).await? {
+            // Finished (and announced) by someone else meanwhile.
+            tx.rollback().await?;
+            return Ok(());
+        }
         tx.emit(
             events::DATABASE_DELETED,
             &db.id,
@@ -389,7 +401,10 @@ impl Data {
         server.set_password(&Ident::new(&db.role_ident)?, &self.sealer.open(pending)?).await?;
         let apps = self.apps_of(db).await?;
         let mut tx = self.store.begin().await?;
-        store::database_commit_password(tx.conn(), &db.id).await?;
+        if !store::database_commit_password(tx.conn(), &db.id, pending).await? {
+            tx.rollback().await?;
+            return Ok(());
+        }
         tx.emit(
             events::CREDENTIALS_ROTATED,
             &db.id,

@@ -258,6 +258,18 @@ pub async fn database_set_state(conn: &mut AnyConnection, id: &str, state: DbSta
     Ok(())
 }
 
+/// Moves a database from `from` to `to`; false when it was not in `from`
+/// (someone else, the API or the reconciler, made the move first).
+pub async fn database_transition(conn: &mut AnyConnection, id: &str, from: DbState, to: DbState) -> Result<bool> {
+    let moved = sqlx::query("UPDATE databases SET state = $1 WHERE id = $2 AND state = $3")
+        .bind(to.as_str())
+        .bind(id)
+        .bind(from.as_str())
+        .execute(conn)
+        .await?;
+    Ok(moved.rows_affected() == 1)
+}
+
 pub async fn database_set_pending_password(conn: &mut AnyConnection, id: &str, sealed: Option<&str>) -> Result<()> {
     sqlx::query("UPDATE databases SET pending_password_enc = $1 WHERE id = $2")
         .bind(sealed)
@@ -268,21 +280,23 @@ pub async fn database_set_pending_password(conn: &mut AnyConnection, id: &str, s
 }
 
 /// Makes the pending password the current one.
-pub async fn database_commit_password(conn: &mut AnyConnection, id: &str) -> Result<()> {
-    sqlx::query(
+pub async fn database_commit_password(conn: &mut AnyConnection, id: &str, pending: &str) -> Result<bool> {
+    let moved = sqlx::query(
         "UPDATE databases SET password_enc = pending_password_enc, pending_password_enc = NULL \
-         WHERE id = $1 AND pending_password_enc IS NOT NULL",
+         WHERE id = $1 AND pending_password_enc = $2",
     )
     .bind(id)
+    .bind(pending)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(moved.rows_affected() == 1)
 }
 
-pub async fn database_delete(conn: &mut AnyConnection, id: &str) -> Result<()> {
+/// Deletes a database's record and bindings; false when it was already gone.
+pub async fn database_delete(conn: &mut AnyConnection, id: &str) -> Result<bool> {
     sqlx::query("DELETE FROM bindings WHERE database_id = $1").bind(id).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM databases WHERE id = $1").bind(id).execute(conn).await?;
-    Ok(())
+    let deleted = sqlx::query("DELETE FROM databases WHERE id = $1").bind(id).execute(conn).await?;
+    Ok(deleted.rows_affected() == 1)
 }
 
 pub async fn binding_insert(conn: &mut AnyConnection, binding: &BindingRecord) -> Result<()> {
