@@ -41,6 +41,20 @@ impl From<EventsError> for strata_kit::ApiError {
     }
 }
 
+/// Opens a service's database at `url` and applies the events library's
+/// migrations and then the service's own (`sqlite` or `postgres`, by backend).
+pub async fn open_db(
+    url: &str,
+    max_connections: u32,
+    sqlite: sqlx::migrate::Migrator,
+    postgres: sqlx::migrate::Migrator,
+) -> Result<strata_kit::Db, strata_kit::store::StoreError> {
+    let db = strata_kit::Db::connect(url, max_connections).await?;
+    db.migrate(migrations(&db)).await?;
+    db.migrate(db.pick(sqlite, postgres)).await?;
+    Ok(db)
+}
+
 /// The migrations of the outbox and inbox tables, for SQLite and Postgres;
 /// run them beside the service's own with [`strata_kit::Db::migrate`].
 pub fn migrations(db: &strata_kit::Db) -> sqlx::migrate::Migrator {

@@ -82,6 +82,19 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
 }
 
+impl DatabaseSettings {
+    /// The database URL: the configured one, or a SQLite file `file` in `data_dir`.
+    pub fn url_or_sqlite(&self, data_dir: &Path, file: &str) -> String {
+        if self.url.is_empty() { format!("sqlite://{}", data_dir.join(file).display()) } else { self.url.clone() }
+    }
+}
+
+/// Creates a service's data directory if needed and returns its absolute path.
+pub fn prepare_data_dir(dir: &Path) -> std::io::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    dir.canonicalize()
+}
+
 /// NATS and the JetStream stream events go to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -120,6 +133,12 @@ pub struct IdentitySettings {
 }
 
 impl IdentitySettings {
+    /// The verifier of identity tokens, from the configured public key.
+    pub fn verifier(&self) -> Result<crate::identity::Verifier, String> {
+        let pem = self.public_key().map_err(|e| e.to_string())?;
+        crate::identity::Verifier::from_public_pem(&pem).map_err(|e| e.to_string())
+    }
+
     /// The public key PEM, from the inline value or the file.
     pub fn public_key(&self) -> std::io::Result<String> {
         if !self.public_key_pem.trim().is_empty() {

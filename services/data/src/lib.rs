@@ -18,10 +18,9 @@ use std::{path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 use strata_events::{Bus, CloudEvent, ConsumerSpec, EventTx, HandleError, Handler, Outbox};
 use strata_kit::{
-    Db,
-    identity::{Authenticator, Verifier},
+    identity::Authenticator,
     server::GrpcServer,
-    settings::{DatabaseSettings, IdentitySettings, NatsSettings, ServerSettings},
+    settings::{DatabaseSettings, IdentitySettings, NatsSettings, ServerSettings, prepare_data_dir},
 };
 use strata_proto::{compute::v1 as compute_pb, data::v1::data_service_server::DataServiceServer};
 use tokio_util::sync::CancellationToken;
@@ -149,20 +148,17 @@ impl Handler for AppEvents {
 /// server, the outbox relay, the app-events consumer and the reconciler.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     let data_dir_error = |source| StartError::DataDir { path: config.data_dir.display().to_string(), source };
-    std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
-    let data_dir = config.data_dir.canonicalize().map_err(data_dir_error)?;
-    let public_key = config.identity.public_key().map_err(|e| StartError::IdentityKey(e.to_string()))?;
-    let verifier = Verifier::from_public_pem(&public_key).map_err(|e| StartError::IdentityKey(e.to_string()))?;
+    let data_dir = prepare_data_dir(&config.data_dir).map_err(data_dir_error)?;
+    let verifier = config.identity.verifier().map_err(StartError::IdentityKey)?;
     let sealer = credentials_key(&config, &data_dir)?;
 
-    let url = if config.database.url.is_empty() {
-        format!("sqlite://{}", data_dir.join("data.db").display())
-    } else {
-        config.database.url.clone()
-    };
-    let db = Db::connect(&url, config.database.max_connections).await?;
-    db.migrate(strata_events::migrations(&db)).await?;
-    db.migrate(db.pick(sqlx::migrate!("./migrations/sqlite"), sqlx::migrate!("./migrations/postgres"))).await?;
+    let db = strata_events::open_db(
+        &config.database.url_or_sqlite(&data_dir, "data.db"),
+        config.database.max_connections,
+        sqlx::migrate!("./migrations/sqlite"),
+        sqlx::migrate!("./migrations/postgres"),
+    )
+    .await?;
     let outbox = Outbox::new(db.clone(), &config.nats.subject_prefix);
     let data = app::Data::new(
         store::Store::new(outbox.clone()),
