@@ -1,10 +1,15 @@
 //! `strata`: run the platform on one machine and drive it.
 
+mod checks;
 mod commands;
 mod db;
+mod events;
 mod output;
 mod pack;
+mod routes;
 mod session;
+mod teams;
+mod tokens;
 mod up;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -20,6 +25,7 @@ Getting started:
   strata rollback -a python-hello        go back to the previous release
   strata logs -f -a python-hello         follow its logs
   strata db create orders && strata db bind orders python-hello
+  strata tokens create ci --scope read   an API token for a script (shown once)
 
 Exit codes: 0 ok, 1 failed, 2 bad usage, 3 not signed in or not allowed,
 4 not found, 5 deployment failed, 6 platform unavailable.";
@@ -43,6 +49,9 @@ pub struct Global {
     /// A credential; overrides the one stored by `strata login`.
     #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Act for this team (platform admins only).
+    #[arg(long, global = true, env = "STRATA_TEAM")]
+    team: Option<String>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -54,7 +63,7 @@ enum Command {
     Up(up::UpArgs),
     /// Store the endpoint and credential for later commands.
     Login {
-        /// The credential printed by `strata up` (or an API token).
+        /// An API token (`strata_...`): the admin token `strata up` prints, or one from `strata tokens create`.
         #[arg(long)]
         token: String,
     },
@@ -81,6 +90,25 @@ enum Command {
     /// PostgreSQL databases on demand: create, bind to apps, rotate, back up.
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Routes from hosts and paths to apps: create, list, stats, delete.
+    #[command(subcommand)]
+    Routes(routes::RoutesCommand),
+    /// Health checks on apps: add, list, history, delete.
+    #[command(subcommand)]
+    Checks(checks::ChecksCommand),
+    /// Alerts, the channels they go to and the rules that fire them.
+    #[command(subcommand)]
+    Alerts(checks::AlertsCommand),
+    /// The platform's event log (the audit trail); `--follow` to watch it.
+    Events(events::EventsArgs),
+    /// Teams and their members.
+    #[command(subcommand)]
+    Teams(teams::TeamsCommand),
+    /// API tokens: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+    /// Who the platform takes you for.
+    Whoami,
     /// Keys and identities, for operators.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -150,6 +178,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => commands::logs(&global, args).await,
         Command::Config(command) => commands::config(&global, command).await,
         Command::Db(command) => db::run(&global, command).await,
+        Command::Routes(command) => routes::run(&global, command).await,
+        Command::Checks(command) => checks::checks(&global, command).await,
+        Command::Alerts(command) => checks::alerts(&global, command).await,
+        Command::Events(args) => events::run(&global, args).await,
+        Command::Teams(command) => teams::run(&global, command).await,
+        Command::Tokens(command) => tokens::run(&global, command).await,
+        Command::Whoami => tokens::whoami(&global).await,
         Command::Admin(AdminCommand::Keygen { out }) => session::keygen(&out),
         Command::Admin(AdminCommand::MintToken { key, team, role, subject, ttl }) => {
             let pem = std::fs::read_to_string(&key)?;

@@ -10,8 +10,14 @@ use serde::{Deserialize, Serialize};
 use strata_kit::identity::BearerToken;
 use strata_proto::{
     compute::v1::compute_service_client::ComputeServiceClient, data::v1::data_service_client::DataServiceClient,
+    gateway::v1::gateway_service_client::GatewayServiceClient,
 };
-use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use tonic::{
+    Request, Status,
+    metadata::MetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 
 use crate::{Global, output::NotSignedIn};
 
@@ -58,20 +64,45 @@ fn token(global: &Global) -> Result<String, NotSignedIn> {
         .map_err(|_| NotSignedIn)
 }
 
+/// What every call carries: the API token, and for a platform admin acting
+/// for a team (`--team`), that team.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    bearer: BearerToken,
+    team: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let mut request = self.bearer.call(request)?;
+        if let Some(team) = &self.team {
+            request.metadata_mut().insert("x-strata-team", team.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// A compute client for the signed-in caller.
-pub type Compute = ComputeServiceClient<InterceptedService<Channel, BearerToken>>;
+pub type Compute = ComputeServiceClient<InterceptedService<Channel, Credentials>>;
 /// A data client for the signed-in caller.
-pub type Data = DataServiceClient<InterceptedService<Channel, BearerToken>>;
+pub type Data = DataServiceClient<InterceptedService<Channel, Credentials>>;
+
+/// A client of the gateway's own API (teams, tokens) for the signed-in caller.
+pub type Gateway = GatewayServiceClient<InterceptedService<Channel, Credentials>>;
 
 /// A channel to the gateway and the caller's credential.
-async fn connect(global: &Global) -> anyhow::Result<(Channel, BearerToken)> {
+async fn connect(global: &Global) -> anyhow::Result<(Channel, Credentials)> {
     let token = token(global)?;
     let endpoint = endpoint(global);
     let channel = Channel::from_shared(endpoint.clone())
         .with_context(|| format!("invalid endpoint {endpoint:?}"))?
         .connect()
         .await?;
-    Ok((channel, BearerToken::new(&token)?))
+    let team = match global.team.as_deref().filter(|t| !t.is_empty()) {
+        Some(team) => Some(team.parse().with_context(|| format!("invalid team name {team:?}"))?),
+        None => None,
+    };
+    Ok((channel, Credentials { bearer: BearerToken::new(&token)?, team }))
 }
 
 /// Connects to compute (through the gateway) as the signed-in caller.
@@ -86,18 +117,50 @@ pub async fn data(global: &Global) -> anyhow::Result<Data> {
     Ok(DataServiceClient::with_interceptor(channel, bearer))
 }
 
+/// Connects to the gateway's own API as the signed-in caller.
+pub async fn gateway(global: &Global) -> anyhow::Result<Gateway> {
+    let (channel, bearer) = connect(global).await?;
+    Ok(GatewayServiceClient::with_interceptor(channel, bearer))
+}
+
+/// An observe client (checks, alerts, the event log) for the signed-in caller.
+pub type Observe =
+    strata_proto::observe::v1::observe_service_client::ObserveServiceClient<InterceptedService<Channel, Credentials>>;
+
+/// Connects to observe (through the gateway) as the signed-in caller.
+pub async fn observe(global: &Global) -> anyhow::Result<Observe> {
+    let (channel, bearer) = connect(global).await?;
+    Ok(strata_proto::observe::v1::observe_service_client::ObserveServiceClient::with_interceptor(channel, bearer))
+}
+
+/// A traffic client (routes) through the gateway.
+pub type Traffic =
+    strata_proto::traffic::v1::traffic_service_client::TrafficServiceClient<InterceptedService<Channel, Credentials>>;
+
+/// Connects to traffic (through the gateway) as the signed-in caller.
+pub async fn traffic(global: &Global) -> anyhow::Result<Traffic> {
+    let (channel, bearer) = connect(global).await?;
+    Ok(strata_proto::traffic::v1::traffic_service_client::TrafficServiceClient::with_interceptor(channel, bearer))
+}
+
 /// `strata login`: checks the credential against the platform, then stores it.
 pub async fn login(global: &Global, token: &str) -> anyhow::Result<()> {
     let endpoint = endpoint(global);
-    let check = Global { token: Some(token.to_owned()), endpoint: Some(endpoint.clone()), json: false };
-    compute(&check).await?.list_apps(strata_proto::compute::v1::ListAppsRequest {}).await?;
+    let check = Global { token: Some(token.to_owned()), endpoint: Some(endpoint.clone()), team: None, json: false };
+    let me = gateway(&check).await?.who_am_i(strata_proto::gateway::v1::WhoAmIRequest {}).await?.into_inner();
     let path = credentials_path()?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let stored = Stored { endpoint: Some(endpoint.clone()), token: Some(token.to_owned()) };
     write_private(&path, &serde_json::to_vec_pretty(&stored)?)?;
-    println!("Signed in to {endpoint}; the credential is stored in {}", path.display());
+    println!(
+        "Signed in to {endpoint} as {} (team {}, role {}); the credential is stored in {}",
+        me.subject,
+        me.team,
+        me.role,
+        path.display()
+    );
     Ok(())
 }
 

@@ -14,8 +14,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Args;
 use strata_kit::{
-    Role,
-    identity::{Signer, Verifier, generate_keypair},
+    identity::{Signer, generate_keypair},
     settings::{DatabaseSettings, IdentitySettings, NatsSettings, ServerSettings},
 };
 
@@ -41,6 +40,15 @@ pub struct UpArgs {
     /// The first token of every event subject.
     #[arg(long, default_value = "strata", hide = true)]
     subject_prefix: String,
+    /// Traffic's gRPC address (routes).
+    #[arg(long, default_value = "127.0.0.1:8702")]
+    traffic_listen: SocketAddr,
+    /// The HTTP ingress: `<app>.localhost:<port>` reaches each app.
+    #[arg(long, default_value = "127.0.0.1:8780")]
+    ingress_listen: SocketAddr,
+    /// Observe's gRPC address (checks, alerts, the event log).
+    #[arg(long, default_value = "127.0.0.1:8703")]
+    observe_listen: SocketAddr,
     /// The data service's gRPC address.
     #[arg(long, default_value = "127.0.0.1:8704")]
     data_listen: SocketAddr,
@@ -52,9 +60,6 @@ pub struct UpArgs {
     db_prefix: String,
 }
 
-/// How long the local admin credential is valid; renewed on every start.
-const ADMIN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let _telemetry = strata_kit::telemetry::init("strata");
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -62,10 +67,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = strata_kit::shutdown::on_signal()?;
 
     let _nats = ensure_nats(&args.nats_url, &data_dir).await?;
-    let (signer, public_pem, first_start) = identity(&data_dir)?;
-    let token = signer.mint("admin", "default", Role::Owner, ADMIN_TTL)?;
-    Verifier::from_public_pem(&public_pem)?.verify(&token)?;
-    write_private(&data_dir.join("admin-token"), token.as_bytes())?;
+    // The gateway signs identities with it; the admin's API token is made by
+    // the gateway's bootstrap (below), into `admin-token`.
+    let (_signer, public_pem, first_start) = identity(&data_dir)?;
 
     let nats = NatsSettings {
         url: args.nats_url.clone(),
@@ -108,7 +112,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             server: ServerSettings { listen: args.compute_listen, ..ServerSettings::default() },
             database: DatabaseSettings::default(),
             nats: nats.clone(),
-            identity: compute_identity,
+            identity: compute_identity.clone(),
             data_dir: data_dir.join("compute"),
             data_url: format!("http://{}", data.addr),
             ..strata_compute::Config::default()
@@ -117,14 +121,57 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     )
     .await
     .context("starting compute")?;
+    let traffic = strata_traffic::start(
+        strata_traffic::Config {
+            server: ServerSettings { listen: args.traffic_listen, ..ServerSettings::default() },
+            nats: nats.clone(),
+            identity: identity.clone(),
+            ingress: strata_traffic::IngressConfig {
+                listen: args.ingress_listen,
+                ..strata_traffic::IngressConfig::default()
+            },
+            // Port 0 beside the fixed ports, so two platforms on one machine
+            // (tests) never collide; endpoints.json says where it is.
+            metrics: strata_kit::metrics::MetricsSettings::local(0),
+            data_dir: data_dir.join("traffic"),
+            ..strata_traffic::Config::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .context("starting traffic")?;
+    let observe = strata_observe::start(
+        strata_observe::Config {
+            server: ServerSettings { listen: args.observe_listen, ..ServerSettings::default() },
+            nats: nats.clone(),
+            identity: identity.clone(),
+            metrics: strata_kit::metrics::MetricsSettings::local(0),
+            data_dir: data_dir.join("observe"),
+            ..strata_observe::Config::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .context("starting observe")?;
     let gateway = strata_gateway::start(
         strata_gateway::Config {
             server: ServerSettings { listen: args.listen, ..ServerSettings::default() },
+            nats: nats.clone(),
+            identity: compute_identity.clone(),
+            data_dir: data_dir.join("gateway"),
+            bootstrap: strata_gateway::BootstrapSettings {
+                token_file: data_dir.join("admin-token"),
+                admin: "admin".to_owned(),
+                team: "default".to_owned(),
+            },
             upstreams: [
                 ("compute".to_owned(), format!("http://{}", compute.addr)),
                 ("data".to_owned(), format!("http://{}", data.addr)),
+                ("traffic".to_owned(), format!("http://{}", traffic.addr)),
+                ("observe".to_owned(), format!("http://{}", observe.addr())),
             ]
             .into(),
+            ..strata_gateway::Config::default()
         },
         shutdown.clone(),
     )
@@ -132,12 +179,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .context("starting the gateway")?;
 
     let endpoint = format!("http://{}", gateway.addr);
+    let token = std::fs::read_to_string(data_dir.join("admin-token")).context("reading the admin token")?;
+    let token = token.trim();
     let endpoints = serde_json::json!({
         "gateway": endpoint, "compute": format!("http://{}", compute.addr), "data": format!("http://{}", data.addr),
+        "traffic": format!("http://{}", traffic.addr), "ingress": format!("http://{}", traffic.ingress_addr),
+        "observe": format!("http://{}", observe.addr()),
+        "metrics": {
+            "traffic": format!("http://{}/metrics", traffic.metrics_addr),
+            "observe": format!("http://{}/metrics", observe.metrics_addr),
+        },
         "nats": args.nats_url,
     });
     std::fs::write(data_dir.join("endpoints.json"), serde_json::to_vec_pretty(&endpoints)?)?;
-    let services = [("compute", compute.addr), ("data", data.addr)];
+    let services = [
+        ("compute", compute.addr),
+        ("traffic", traffic.addr),
+        ("ingress", traffic.ingress_addr),
+        ("observe", observe.addr()),
+        ("data", data.addr),
+    ];
     let postgres_line = if postgres {
         format!("{} (registered as server `local`)", redact(&args.postgres_url))
     } else {
@@ -146,10 +207,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             redact(&args.postgres_url)
         )
     };
-    print_banner(&endpoint, &services, &args.nats_url, &postgres_line, &data_dir, &token, first_start);
+    print_banner(&endpoint, &services, &args.nats_url, &postgres_line, &data_dir, token, first_start);
 
-    let (compute, data, gateway) = tokio::join!(compute.wait(), data.wait(), gateway.wait());
+    let (compute, traffic, observe, data, gateway) =
+        tokio::join!(compute.wait(), traffic.wait(), observe.wait(), data.wait(), gateway.wait());
     compute.context("compute")?;
+    traffic.context("traffic")?;
+    observe.context("observe")?;
     data.context("data")?;
     gateway.context("gateway")?;
     eprintln!("Strata stopped; apps were stopped and come back with the next `strata up`.");
@@ -192,7 +256,10 @@ fn print_banner(
     println!("  postgres  {postgres}");
     println!("  state     {}", data_dir.display());
     println!();
-    println!("Admin credential (team `default`, also in {}/admin-token):", data_dir.display());
+    println!(
+        "Admin API token (platform admin `admin`, owner of team `default`; also in {}/admin-token):",
+        data_dir.display()
+    );
     println!("  {token}");
     println!();
     println!("Next, in another terminal:");

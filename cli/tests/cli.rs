@@ -27,6 +27,14 @@ impl Platform {
     async fn up(data_dir: &Path, stream: &str) -> Self {
         let child = Command::new(STRATA)
             .args(["up", "--listen", "127.0.0.1:0", "--compute-listen", "127.0.0.1:0", "--data-listen", "127.0.0.1:0"])
+            .args([
+                "--traffic-listen",
+                "127.0.0.1:0",
+                "--ingress-listen",
+                "127.0.0.1:0",
+                "--observe-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--db-prefix", &format!("{}_", stream.to_lowercase())])
             .args(["--stream", stream, "--subject-prefix", &stream.to_lowercase()])
             .arg("--data-dir")
@@ -63,6 +71,20 @@ impl Platform {
             .env("STRATA_TOKEN", &self.token)
             .env("STRATA_CONFIG_DIR", self.config_dir.path())
             .env_remove("STRATA_APP")
+            .current_dir(repo_root())
+            .output()
+            .unwrap()
+    }
+
+    /// `strata args` with another credential and config directory.
+    fn strata_as(&self, token: &str, config_dir: &Path, args: &[&str]) -> Output {
+        Command::new(STRATA)
+            .args(args)
+            .env("STRATA_ENDPOINT", &self.endpoint)
+            .env("STRATA_TOKEN", token)
+            .env("STRATA_CONFIG_DIR", config_dir)
+            .env_remove("STRATA_APP")
+            .env_remove("STRATA_TEAM")
             .current_dir(repo_root())
             .output()
             .unwrap()
@@ -299,4 +321,158 @@ async fn databases_on_demand_from_the_cli() {
     platform.interrupt();
     delete_stream(&stream).await;
     strata_integration_tests::pg_drop_all(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn teams_and_tokens_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = format!("CLI_{}", &uuid_like()[..10]);
+    let platform = Platform::up(&dir.path().join("data"), &stream).await;
+    assert!(platform.token.trim().starts_with("strata_"), "strata up wrote an API token");
+
+    // The bootstrap admin: a platform admin owning team `default`.
+    let me = platform.json(&["whoami"]);
+    assert_eq!(
+        (me["subject"].as_str(), me["team"].as_str(), me["platform_admin"].as_bool()),
+        (Some("admin"), Some("default"), Some(true))
+    );
+
+    // The admin makes a team, and acts for it to give its owner a token.
+    platform.ok(&["teams", "create", "blue", "--owner", "ann"]);
+    let teams = platform.json(&["teams", "list"]);
+    assert!(teams.as_array().unwrap().iter().any(|t| t["name"] == "blue"), "{teams}");
+    let created = platform.json(&["tokens", "create", "laptop", "--for", "ann", "--team", "blue"]);
+    let ann = created["secret"].as_str().unwrap().to_owned();
+    assert_eq!(created["subject"], "ann");
+
+    // Ann logs in, stores it, and works in her team.
+    let ann_config = tempfile::tempdir().unwrap();
+    let login = Command::new(STRATA)
+        .args(["login", "--token", &ann, "--endpoint", &platform.endpoint])
+        .env("STRATA_CONFIG_DIR", ann_config.path())
+        .env_remove("STRATA_TOKEN")
+        .env_remove("STRATA_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    assert!(String::from_utf8_lossy(&login.stdout).contains("as ann (team blue, role owner)"));
+    let as_ann = |args: &[&str]| {
+        Command::new(STRATA)
+            .args(args)
+            .env("STRATA_CONFIG_DIR", ann_config.path())
+            .env_remove("STRATA_TOKEN")
+            .env_remove("STRATA_ENDPOINT")
+            .env_remove("STRATA_TEAM")
+            .current_dir(ann_config.path())
+            .output()
+            .unwrap()
+    };
+    let out = as_ann(&["apps", "create", "shop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = as_ann(&["teams", "members", "add", "vic", "--role", "viewer"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = as_ann(&["tokens", "create", "vic-ci", "--for", "vic", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let vic: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (vic_secret, vic_id) = (vic["secret"].as_str().unwrap(), vic["id"].as_str().unwrap());
+
+    // The viewer reads but cannot change: exit code 3.
+    let vic_config = tempfile::tempdir().unwrap();
+    let listed = platform.strata_as(vic_secret, vic_config.path(), &["apps", "list", "--json"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("shop"));
+    let denied = platform.strata_as(vic_secret, vic_config.path(), &["apps", "create", "nope"]);
+    assert_eq!(denied.status.code(), Some(3), "{}", String::from_utf8_lossy(&denied.stderr));
+    // The admin's own team does not see blue's app.
+    assert!(!platform.ok(&["apps", "list"]).contains("shop"));
+
+    // Tokens are listed without secrets, and revoked at once.
+    let out = as_ann(&["tokens", "list"]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(table.contains("vic-ci") && table.contains("laptop"), "{table}");
+    assert!(!table.contains(vic_secret));
+    let out = as_ann(&["tokens", "revoke", vic_id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let refused = platform.strata_as(vic_secret, vic_config.path(), &["apps", "list"]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("revoked"));
+
+    // Members: listed, removed.
+    let out = as_ann(&["teams", "members", "list", "--json"]);
+    let members: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(members.as_array().unwrap().len(), 2, "{members}");
+    assert!(as_ann(&["teams", "members", "remove", "vic"]).status.success());
+
+    let stream = platform.stream.clone();
+    platform.interrupt();
+    delete_stream(&stream).await;
+}
+
+/// A GET through the ingress at `addr` with a Host header: (status, body).
+async fn get_via(addr: &str, host: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    let status = answer.split(' ').nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_checks_and_events_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = format!("CLI_{}", &uuid_like()[..10]);
+    let data_dir = dir.path().join("data");
+    let platform = Platform::up(&data_dir, &stream).await;
+    let endpoints: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("endpoints.json")).unwrap()).unwrap();
+    let ingress = endpoints["ingress"].as_str().unwrap().trim_start_matches("http://").to_owned();
+
+    platform.ok(&["deploy", "examples/python-hello"]);
+    // Every deployed app answers at <app>.localhost through the ingress.
+    let (_, body) = wait_for("python-hello.localhost through the ingress", Duration::from_secs(30), || async {
+        get_via(&ingress, "python-hello.localhost", "/").await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+    assert!(body.contains("hello from python-hello"), "{body}");
+    let routes = platform.json(&["routes", "list"]);
+    assert_eq!(routes[0]["host"], "python-hello.localhost", "{routes}");
+    assert_eq!(routes[0]["default"], true, "{routes}");
+
+    let created = platform.json(&["routes", "create", "shop", "--host", "shop.example.test", "--to", "python-hello"]);
+    assert_eq!(created["backends"][0]["app"], "python-hello", "{created}");
+    let (status, body) = get_via(&ingress, "shop.example.test", "/").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get_via(&ingress, "python-hello.localhost", "/").await.unwrap().0, 404, "the default route gave way");
+    let stats = platform.json(&["routes", "stats", "shop"]);
+    assert!(stats["requests"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(
+        platform.strata(&["routes", "create", "bad", "--host", "x.test:80", "--to", "python-hello"]).status.code(),
+        Some(1)
+    );
+    platform.ok(&["routes", "delete", "shop"]);
+    assert_eq!(platform.strata(&["routes", "stats", "shop"]).status.code(), Some(4));
+
+    // The app's default check goes passing; the deploy is in the event log.
+    let check = wait_for("python-hello's default check passing", Duration::from_secs(60), || async {
+        let checks = platform.json(&["checks", "list", "-a", "python-hello"]);
+        checks.as_array()?.iter().find(|c| c["default"] == true && c["state"] == "passing").cloned()
+    })
+    .await;
+    assert_eq!(check["app"], "python-hello", "{check}");
+    let out = platform.ok(&["events", "-a", "python-hello", "--json"]);
+    let types: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].as_str().unwrap().to_owned())
+        .collect();
+    let position = |ty: &str| types.iter().position(|t| t == ty).unwrap_or_else(|| panic!("no {ty} in {types:?}"));
+    assert!(
+        position("dev.strata.compute.deployment.started.v1") < position("dev.strata.compute.deployment.succeeded.v1")
+    );
+
+    let stream = platform.stream.clone();
+    platform.interrupt();
+    delete_stream(&stream).await;
 }

@@ -14,6 +14,7 @@ bin=$PWD/target/release/strata
 data=$(mktemp -d)
 id=$$
 "$bin" up --data-dir "$data" --listen 127.0.0.1:0 --compute-listen 127.0.0.1:0 \
+    --traffic-listen 127.0.0.1:0 --ingress-listen 127.0.0.1:0 --observe-listen 127.0.0.1:0 \
     --stream "BENCH_$id" --subject-prefix "bench$id" >"$data/up.log" 2>&1 &
 up=$!
 cleanup() {

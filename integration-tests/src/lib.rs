@@ -143,6 +143,35 @@ impl TestEnv {
         }
     }
 
+    /// A gateway config for this env, on port 0, routing to `upstreams`
+    /// (concern, address), with its first admin's token kept in
+    /// `<dir>/gateway-admin-token`.
+    pub async fn gateway_config(
+        &mut self,
+        backend: Backend,
+        upstreams: &[(&str, SocketAddr)],
+    ) -> strata_gateway::Config {
+        strata_gateway::Config {
+            server: ServerSettings { grace_period_secs: 5, ..ServerSettings::local(0) },
+            database: DatabaseSettings { url: self.database_url(backend, "gateway").await, max_connections: 0 },
+            nats: self.nats.clone(),
+            identity: IdentitySettings {
+                public_key_pem: self.public_key_pem.clone(),
+                signing_key_pem: self.private_key_pem.clone(),
+                ..IdentitySettings::default()
+            },
+            data_dir: self.dir.path().join("gateway"),
+            upstreams: upstreams.iter().map(|(c, a)| ((*c).to_owned(), format!("http://{a}"))).collect(),
+            identity_ttl_secs: 60,
+            overview_deadline_ms: 1500,
+            bootstrap: strata_gateway::BootstrapSettings {
+                token_file: self.dir.path().join("gateway-admin-token"),
+                admin: "admin".to_owned(),
+                team: self.team("admins"),
+            },
+        }
+    }
+
     /// The prefix of the roles and databases this test's data service makes.
     pub fn db_prefix(&self) -> String {
         format!("d{}_", self.id)
@@ -493,4 +522,152 @@ pub async fn http_get(port: u32, path: &str) -> Result<(u16, String)> {
 /// A config map from pairs.
 pub fn vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>().into_iter().collect()
+}
+
+/// A gateway client that sends a bearer token.
+pub type GatewayClient =
+    strata_proto::gateway::v1::gateway_service_client::GatewayServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// A gateway running in this process, its first admin bootstrapped.
+pub struct GatewayUnderTest {
+    pub addr: SocketAddr,
+    pub config: strata_gateway::Config,
+    /// The bootstrap admin's API token (platform admin, admin scope).
+    pub admin_token: String,
+    shutdown: CancellationToken,
+    running: Option<strata_gateway::Running>,
+}
+
+impl GatewayUnderTest {
+    /// Starts the gateway and waits until it is SERVING.
+    pub async fn start(config: strata_gateway::Config) -> Self {
+        let shutdown = CancellationToken::new();
+        let running = strata_gateway::start(config.clone(), shutdown.clone()).await.unwrap();
+        let addr = running.addr;
+        wait_serving(addr, strata_gateway::SERVICE_NAME).await;
+        let admin_token = std::fs::read_to_string(&config.bootstrap.token_file).unwrap().trim().to_owned();
+        Self { addr, config, admin_token, shutdown, running: Some(running) }
+    }
+
+    /// A channel to the gateway.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+    }
+
+    /// A compute client through the gateway, calling with `token`.
+    pub async fn compute(&self, token: &str) -> ComputeClient {
+        ComputeServiceClient::with_interceptor(self.channel().await, BearerToken::new(token).unwrap())
+    }
+
+    /// A client of the gateway's own API, calling with `token`.
+    pub async fn gateway(&self, token: &str) -> GatewayClient {
+        strata_proto::gateway::v1::gateway_service_client::GatewayServiceClient::with_interceptor(
+            self.channel().await,
+            BearerToken::new(token).unwrap(),
+        )
+    }
+
+    /// Shuts the gateway down gracefully.
+    pub async fn stop(mut self) -> strata_gateway::Config {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.wait().await.unwrap();
+        }
+        self.config.clone()
+    }
+}
+
+impl Drop for GatewayUnderTest {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A response: status, lower-cased headers, body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// Asserts a problem+json error with `status` and gRPC `code`.
+    pub fn problem(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{}", self.body);
+        let problem = self.json();
+        assert_eq!((problem["status"].as_u64(), problem["code"].as_str()), (Some(u64::from(status)), Some(code)));
+        assert!(!problem["detail"].as_str().unwrap().is_empty());
+        problem
+    }
+}
+
+/// One HTTP/1.1 request (connection closed after it).
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Reply {
+    http_with(addr, method, path, token, body, &[]).await
+}
+
+/// [`http`] with extra headers.
+pub async fn http_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+    extra: &[(&str, &str)],
+) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.map(|b| serde_json::to_vec(b).unwrap()).unwrap_or_default();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (k, v) in extra {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(30), stream.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned())).collect();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    Reply { status, headers, body }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
 }

@@ -17,5 +17,10 @@ fn example_configs_load() {
     assert_eq!(data.server.listen.port(), strata_data::DEFAULT_PORT);
     let gateway: strata_gateway::Config =
         strata_kit::settings::load("gateway", Some(&dir.join("gateway.toml"))).unwrap();
-    assert_eq!(gateway.upstreams.len(), 2);
+    assert_eq!(gateway.upstreams.len(), 4);
+    let traffic: strata_traffic::Config =
+        strata_kit::settings::load("traffic", Some(&dir.join("traffic.toml"))).unwrap();
+    assert_eq!(traffic.server.listen.port(), strata_traffic::DEFAULT_PORT);
+    assert_eq!(traffic.ingress.listen.port(), strata_traffic::DEFAULT_INGRESS_PORT);
+    assert_eq!(traffic.metrics.listen.port(), strata_traffic::DEFAULT_METRICS_PORT);
 }

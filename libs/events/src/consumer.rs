@@ -46,6 +46,13 @@ impl From<EventsError> for HandleError {
 /// commits together with the inbox row.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, tx: &mut EventTx, event: &CloudEvent) -> impl Future<Output = Result<(), HandleError>> + Send;
+
+    /// Called once `event`'s effect is committed (not for a redelivery that
+    /// the inbox skipped): the place to refresh what is derived from the
+    /// database, such as an in-memory table.
+    fn committed(&self, event: &CloudEvent) {
+        let _ = event;
+    }
 }
 
 /// A durable consumer: its name (`<service>-<purpose>`), the subject filter,
@@ -180,7 +187,11 @@ async fn handle_one<H: Handler>(
         return Ok(());
     }
     match handler.handle(&mut tx, &event).await {
-        Ok(()) => Ok(tx.commit().await?),
+        Ok(()) => {
+            tx.commit().await?;
+            handler.committed(&event);
+            Ok(())
+        }
         Err(error) => {
             tx.rollback().await?;
             Err(error)

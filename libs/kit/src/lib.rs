@@ -5,12 +5,14 @@
 //! - [`telemetry`]: tracing, exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set;
 //! - [`server`]: a tonic server with `grpc.health.v1`, reflection and graceful drain;
 //! - [`error`]: the error domains return, and its gRPC status;
+//! - [`metrics`]: a Prometheus registry served as `GET /metrics` on its own port;
 //! - [`identity`]: signed identity tokens (EdDSA) and the [`identity::Identity`] handlers see;
 //! - [`store`]: the sqlx pool over SQLite (embedded default) or Postgres, with migrations;
 //! - [`shutdown`]: one cancellation token fed by SIGTERM/SIGINT.
 
 pub mod error;
 pub mod identity;
+pub mod metrics;
 pub mod server;
 pub mod settings;
 pub mod shutdown;

@@ -64,6 +64,7 @@ pub struct GrpcServer {
     health: Health,
     health_service: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     grace: Duration,
+    http1: bool,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -86,7 +87,14 @@ impl GrpcServer {
         let health = Health { reporter, service };
         // tonic-health registers "" as SERVING at once; we are not ready yet.
         health.set_not_serving().await;
-        Ok(Self { listener, health, health_service, grace: settings.grace_period() })
+        Ok(Self { listener, health, health_service, grace: settings.grace_period(), http1: false })
+    }
+
+    /// Also accepts HTTP/1.1 on the same port (for a REST API or pages
+    /// served beside gRPC; gRPC itself stays on HTTP/2).
+    pub fn accept_http1(mut self) -> Self {
+        self.http1 = true;
+        self
     }
 
     /// Where the server listens (the real port when bound to port 0).
@@ -114,13 +122,13 @@ impl GrpcServer {
 
         let health = self.health.clone();
         let stop_accepting = shutdown.clone();
-        let serve = tonic::transport::Server::builder().add_routes(routes).serve_with_incoming_shutdown(
-            TcpListenerStream::new(self.listener),
-            async move {
+        let serve = tonic::transport::Server::builder()
+            .accept_http1(self.http1)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
                 stop_accepting.cancelled().await;
                 health.set_not_serving().await;
-            },
-        );
+            });
         tokio::pin!(serve);
         let grace = self.grace;
         tokio::select! {

@@ -23,4 +23,25 @@ pub mod data {
     }
 }
 
+pub mod traffic {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/strata.traffic.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/strata.traffic.v1.serde.rs"));
+    }
+}
+
+pub mod gateway {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/strata.gateway.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/strata.gateway.v1.serde.rs"));
+    }
+}
+
+pub mod observe {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/strata.observe.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/strata.observe.v1.serde.rs"));
+    }
+}
+
 pub use pbjson_types;

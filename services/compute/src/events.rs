@@ -9,6 +9,7 @@ pub const DEPLOYMENT_STARTED: EventType = EventType::new("compute", "deployment"
 pub const DEPLOYMENT_SUCCEEDED: EventType = EventType::new("compute", "deployment", "succeeded");
 pub const DEPLOYMENT_FAILED: EventType = EventType::new("compute", "deployment", "failed");
 pub const INSTANCE_STARTED: EventType = EventType::new("compute", "instance", "started");
+pub const INSTANCE_STOPPING: EventType = EventType::new("compute", "instance", "stopping");
 pub const INSTANCE_STOPPED: EventType = EventType::new("compute", "instance", "stopped");
 pub const INSTANCE_CRASHED: EventType = EventType::new("compute", "instance", "crashed");
 

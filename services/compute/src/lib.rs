@@ -56,6 +56,10 @@ pub struct Config {
     pub ready_timeout_secs: u64,
     /// Seconds an instance gets between SIGTERM and SIGKILL.
     pub stop_grace_secs: u64,
+    /// Milliseconds a running instance keeps serving after it is announced
+    /// as stopping, before SIGTERM: the time routers get to stop sending it
+    /// requests (a deregistration delay).
+    pub drain_delay_ms: u64,
     /// The data service's gRPC URL; empty when there is none (no bindings).
     /// Calls to it carry compute's own identity (`identity.signing_key_pem`).
     pub data_url: String,
@@ -75,6 +79,7 @@ impl Default for Config {
             build_timeout_secs: 900,
             ready_timeout_secs: 60,
             stop_grace_secs: 10,
+            drain_delay_ms: 300,
             data_url: String::new(),
         }
     }
@@ -148,6 +153,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             host: config.host.clone(),
             ready_timeout: Duration::from_secs(config.ready_timeout_secs),
             stop_grace: Duration::from_secs(config.stop_grace_secs),
+            drain_delay: Duration::from_millis(config.drain_delay_ms),
             node_id: node_id(&data_dir).map_err(data_dir_error)?,
         },
         runtime_stop.clone(),

@@ -253,7 +253,8 @@ async fn killed_compute_is_replaced_without_losing_or_doubling_instances(backend
     assert_eq!(instance_processes(&node_id), BTreeSet::new(), "instance processes left behind");
 
     // The stream tells the same story: two instances started once, each
-    // stopped once, and no other instance ever existed.
+    // announced as stopping and then stopped once, and no other instance
+    // ever existed.
     env.wait_event("dev.strata.compute.instance.stopped.v1", |e| e["data"]["reason"] == "compute is shutting down")
         .await;
     let instance_events: Vec<(String, String)> = env
@@ -267,8 +268,9 @@ async fn killed_compute_is_replaced_without_losing_or_doubling_instances(backend
     let of_type = |ty: &str| -> BTreeSet<String> {
         instance_events.iter().filter(|(t, _)| t == ty).map(|(_, id)| id.clone()).collect()
     };
-    assert_eq!(instance_events.len(), 4, "{instance_events:?}");
+    assert_eq!(instance_events.len(), 6, "{instance_events:?}");
     assert_eq!(of_type("dev.strata.compute.instance.started.v1"), ids);
+    assert_eq!(of_type("dev.strata.compute.instance.stopping.v1"), ids);
     assert_eq!(of_type("dev.strata.compute.instance.stopped.v1"), ids);
 
     drop(node);

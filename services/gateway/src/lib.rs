@@ -1,37 +1,95 @@
-//! The gateway: the one endpoint clients need. It routes each gRPC call by
-//! its path (`/strata.<concern>.v1.<Service>/<Method>`) to the service that
-//! owns that concern, unary and streaming alike, and serves health and
-//! reflection for the whole platform. Authentication stays with the services:
-//! the caller's `authorization` header travels with the call.
+//! The gateway: the one endpoint clients need, and the owner of identity.
+//!
+//! It keeps teams, their members and API tokens ([`app`], [`store`]); checks
+//! the `strata_...` API token of every call ([`auth`]) and forwards a
+//! short-lived signed identity in its place to the service that owns the call
+//! ([`proxy`]), which verifies that identity itself; and serves its own API
+//! ([`grpc`]), health and reflection, all on one port.
 
-use std::{collections::BTreeMap, convert::Infallible, time::Duration};
+pub mod app;
+pub mod auth;
+pub mod console;
+pub mod events;
+pub mod grpc;
+pub mod model;
+pub mod openapi;
+pub mod overview;
+pub mod problem;
+pub mod proxy;
+pub mod rest;
+pub mod sse;
+pub mod store;
+pub mod token;
 
-use axum::body::Body;
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
 use serde::{Deserialize, Serialize};
-use strata_kit::{server::GrpcServer, settings::ServerSettings};
+use strata_events::{Bus, Outbox};
+use strata_kit::{
+    identity::Signer,
+    server::GrpcServer,
+    settings::{DatabaseSettings, IdentitySettings, NatsSettings, ServerSettings, prepare_data_dir},
+};
+use strata_proto::gateway::v1::gateway_service_server::GatewayServiceServer;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
-use tower::ServiceExt;
+
+pub use proxy::concern_of;
 
 /// The name the gateway's health reports under.
-pub const SERVICE_NAME: &str = "strata.gateway.v1.Gateway";
+pub const SERVICE_NAME: &str = "strata.gateway.v1.GatewayService";
 /// Default port of the gateway.
 pub const DEFAULT_PORT: u16 = 8700;
+
+/// The first admin, made at start when configured (what `strata up` does).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct BootstrapSettings {
+    /// Where the first admin's API token is kept (mode 0600); empty: no
+    /// bootstrap. A token already there is kept while it works.
+    pub token_file: PathBuf,
+    /// The platform admin's subject.
+    pub admin: String,
+    /// The team it owns.
+    pub team: String,
+}
 
 /// Gateway configuration (`STRATA_GATEWAY__...`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// The one port for gRPC, REST and the console.
     pub server: ServerSettings,
+    /// Teams, members and tokens.
+    pub database: DatabaseSettings,
+    /// Where `gateway.*` events go.
+    pub nats: NatsSettings,
+    /// `signing_key_pem` is required: the gateway signs the identities it
+    /// forwards.
+    pub identity: IdentitySettings,
+    /// Where the SQLite file lives by default.
+    pub data_dir: PathBuf,
     /// Where each concern's gRPC API is: concern name (`compute`, ...) → URL.
     pub upstreams: BTreeMap<String, String>,
+    /// Lifetime in seconds of the identity tokens forwarded to services.
+    pub identity_ttl_secs: u64,
+    /// The first admin, team and token.
+    pub bootstrap: BootstrapSettings,
+    /// How long an app overview or the catalog waits for the concerns, in ms.
+    pub overview_deadline_ms: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerSettings::local(DEFAULT_PORT),
+            database: DatabaseSettings::default(),
+            nats: NatsSettings::default(),
+            identity: IdentitySettings::default(),
+            data_dir: PathBuf::from(".strata/gateway"),
             upstreams: BTreeMap::from([("compute".to_owned(), "http://127.0.0.1:8701".to_owned())]),
+            identity_ttl_secs: 60,
+            bootstrap: BootstrapSettings::default(),
+            overview_deadline_ms: 2000,
         }
     }
 }
@@ -39,25 +97,24 @@ impl Default for Config {
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("upstream {concern}: invalid URL {url:?}")]
-    Upstream { concern: String, url: String },
+    #[error(transparent)]
+    Upstream(#[from] proxy::InvalidUpstream),
+    #[error("REST API: {0}")]
+    Rest(#[from] rest::RestError),
+    #[error("signing key: {0} (set identity.signing_key_pem; `strata admin keygen` makes one)")]
+    SigningKey(String),
+    #[error("data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
+    #[error(transparent)]
+    Store(#[from] strata_kit::store::StoreError),
+    #[error(transparent)]
+    Events(#[from] strata_events::EventsError),
     #[error(transparent)]
     Serve(#[from] strata_kit::server::ServeError),
     #[error("the gateway's main task failed: {0}")]
     Panicked(#[from] tokio::task::JoinError),
-}
-
-/// The concern a gRPC path belongs to: `/strata.compute.v1.X/Y` → `compute`.
-pub fn concern_of(path: &str) -> Option<&str> {
-    let service = path.strip_prefix('/')?.split('/').next()?;
-    let mut parts = service.split('.');
-    (parts.next()? == "strata").then_some(())?;
-    parts.next()
-}
-
-/// A gRPC error response, as a service would have sent it.
-fn grpc_error(status: tonic::Status) -> axum::response::Response {
-    status.into_http::<Body>()
 }
 
 /// A started gateway.
@@ -68,58 +125,99 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     start(config, shutdown).await?.wait().await
 }
 
-/// Binds and starts routing.
+/// Opens the database, bootstraps the first admin when configured, binds and
+/// starts serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
-    let mut upstreams = BTreeMap::new();
-    for (concern, url) in &config.upstreams {
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|_| StartError::Upstream { concern: concern.clone(), url: url.clone() })?
-            .connect_timeout(Duration::from_secs(2))
-            .http2_keep_alive_interval(Duration::from_secs(30));
-        // Lazy: an upstream that is down now is tried again on each call.
-        upstreams.insert(concern.clone(), endpoint.connect_lazy());
+    let upstreams = proxy::Upstreams::new(&config.upstreams)?;
+    if config.identity.signing_key_pem.trim().is_empty() {
+        return Err(StartError::SigningKey("none configured".to_owned()));
     }
-    let proxy = tower::service_fn(move |request: axum::extract::Request| {
-        let upstream: Option<Channel> = concern_of(request.uri().path()).and_then(|c| upstreams.get(c)).cloned();
-        async move {
-            let Some(channel) = upstream else {
-                return Ok::<_, Infallible>(grpc_error(tonic::Status::unimplemented(format!(
-                    "no Strata service serves {}",
-                    request.uri().path()
-                ))));
-            };
-            let request = request.map(tonic::body::Body::new);
-            Ok(match channel.oneshot(request).await {
-                Ok(response) => response.map(Body::new),
-                Err(error) => {
-                    tracing::warn!(%error, "upstream unavailable");
-                    grpc_error(tonic::Status::unavailable(format!(
-                        "the service behind this call is unavailable: {error}"
-                    )))
-                }
-            })
-        }
-    });
-    let router = axum::Router::new().fallback_service(proxy);
+    let signer = Signer::from_private_pem(&config.identity.signing_key_pem)
+        .map_err(|e| StartError::SigningKey(e.to_string()))?;
+    let data_dir = prepare_data_dir(&config.data_dir)
+        .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    let db = strata_events::open_db(
+        &config.database.url_or_sqlite(&data_dir, "gateway.db"),
+        config.database.max_connections,
+        sqlx::migrate!("./migrations/sqlite"),
+        sqlx::migrate!("./migrations/postgres"),
+    )
+    .await?;
+    let outbox = Outbox::new(db, &config.nats.subject_prefix);
+    let gateway = app::Gateway::new(store::Store::new(outbox.clone()));
+    if !config.bootstrap.token_file.as_os_str().is_empty() {
+        bootstrap(&gateway, &config.bootstrap).await?;
+    }
+    let bus = Bus::connect(&config.nats, "strata-gateway").await?;
 
-    let server = GrpcServer::bind(&config.server, SERVICE_NAME).await?;
+    let auth = auth::Auth::new(gateway.clone(), signer, Duration::from_secs(config.identity_ttl_secs.max(10)));
+    let aggregator =
+        overview::Aggregator::new(upstreams.clone(), Duration::from_millis(config.overview_deadline_ms.max(1)));
+    let local = GatewayServiceServer::new(grpc::GatewayApi::new(gateway.clone(), aggregator.clone()));
+    let rest = rest::Rest::new(&upstreams, local.clone())?;
+    let openapi = openapi::document_text()?;
+    let console = console::router(console::Console {
+        gateway: gateway.clone(),
+        auth: auth.clone(),
+        aggregator,
+        upstreams: upstreams.clone(),
+    });
+    // Everything but the OpenAPI document and the console (which checks its
+    // own cookie), and health and reflection (added by the server), needs an
+    // API token in the authorization header.
+    let router = axum::Router::new()
+        .route_service(&format!("/{SERVICE_NAME}/{{*method}}"), local)
+        .merge(rest.router())
+        .fallback_service(proxy::service(upstreams))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::authenticate))
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let openapi = openapi.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi) }
+            }),
+        )
+        .merge(console);
+
+    let server = GrpcServer::bind(&config.server, SERVICE_NAME).await?.accept_http1();
     let addr = server.local_addr();
-    server.health().set_serving().await;
+    let background = CancellationToken::new();
+    let relay = tokio::spawn(outbox.clone().run_relay(bus.clone(), background.clone()));
+    let ready = tokio::spawn(bus.clone().report_ready(server.health(), shutdown.clone()));
     tracing::info!(%addr, upstreams = ?config.upstreams, "gateway listening");
-    let task = tokio::spawn(async move { Ok(server.serve(tonic::service::Routes::from(router), shutdown).await?) });
+    let task = tokio::spawn(async move {
+        let served = server.serve(tonic::service::Routes::from(router), shutdown).await;
+        ready.abort();
+        background.cancel();
+        strata_kit::shutdown::join_within(relay, Duration::from_secs(10), "gateway outbox relay").await;
+        outbox.flush(&bus, Duration::from_secs(2)).await;
+        served?;
+        Ok(())
+    });
     Ok(Running::new(addr, task))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::concern_of;
-
-    #[test]
-    fn calls_are_routed_by_their_package() {
-        assert_eq!(concern_of("/strata.compute.v1.ComputeService/Deploy"), Some("compute"));
-        assert_eq!(concern_of("/strata.traffic.v1.TrafficService/ListRoutes"), Some("traffic"));
-        assert_eq!(concern_of("/grpc.health.v1.Health/Check"), None);
-        assert_eq!(concern_of("/other.compute.v1.X/Y"), None);
-        assert_eq!(concern_of(""), None);
+/// Makes the first admin, its team and its token, and keeps the token in the
+/// configured file.
+async fn bootstrap(gateway: &app::Gateway, settings: &BootstrapSettings) -> Result<(), StartError> {
+    let failed = |e: &dyn std::fmt::Display| StartError::Bootstrap(e.to_string());
+    let admin = if settings.admin.is_empty() { "admin" } else { settings.admin.as_str() };
+    let team = if settings.team.is_empty() { "default" } else { settings.team.as_str() };
+    let existing = std::fs::read_to_string(&settings.token_file).ok().map(|t| t.trim().to_owned());
+    let (secret, new) = gateway.bootstrap(admin, team, existing.as_deref()).await.map_err(|e| failed(&e))?;
+    if new {
+        write_private(&settings.token_file, secret.as_bytes()).map_err(|e| failed(&e))?;
+        tracing::info!(admin, team, file = %settings.token_file.display(), "made the admin's API token");
     }
+    Ok(())
+}
+
+/// Writes a file only its owner can read (replacing what was there).
+fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(contents)
 }

@@ -42,6 +42,9 @@ pub struct RuntimeSettings {
     pub ready_timeout: Duration,
     /// How long an instance gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// How long a running instance keeps serving after `instance.stopping`
+    /// is announced, so routers take it out of rotation before SIGTERM.
+    pub drain_delay: Duration,
     /// This compute node's id, written into each instance's environment.
     pub node_id: String,
 }
@@ -721,9 +724,38 @@ impl Supervisor {
                 Outcome::Crashed { code: exit.code, reason: format!("exited with code {}", exit.code) }
             }
             () = self.stop.cancelled() => {
+                self.announce_stopping(&view).await;
+                tokio::select! {
+                    () = tokio::time::sleep(settings.drain_delay) => {}
+                    _ = proc.wait() => {}
+                }
                 proc.stop(settings.stop_grace).await;
                 Outcome::Stopped
             }
+        }
+    }
+
+    /// Tells routers this instance is going before it gets SIGTERM. Best
+    /// effort: `instance.stopped` follows in any case.
+    async fn announce_stopping(&self, view: &InstanceView) {
+        let reason = self.stop_reason.lock().map(|r| r.clone()).unwrap_or_default();
+        let data = pb::InstanceStopping {
+            instance_id: view.id.clone(),
+            app_id: self.app.id.clone(),
+            app: self.app.name.clone(),
+            release_version: view.version,
+            host: self.runtime.inner.settings.host.clone(),
+            port: u32::from(view.port),
+            reason,
+        };
+        let announced = async {
+            let mut tx = self.runtime.inner.store.begin().await?;
+            tx.emit(events::INSTANCE_STOPPING, &self.app.id, &self.app.team, &data).await?;
+            tx.commit().await?;
+            Ok::<_, RuntimeError>(())
+        };
+        if let Err(error) = announced.await {
+            tracing::warn!(instance = %view.id, %error, "could not announce that the instance is stopping");
         }
     }
 }

@@ -1,0 +1,576 @@
+//! The gateway's domain: who a token speaks for, and the rules for teams,
+//! members and tokens. The gRPC and REST edges decode, call in here, encode.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use strata_kit::{Role, error::validate_name, store::now_ms};
+use strata_proto::gateway::v1 as pb;
+
+use crate::{
+    events,
+    model::{MemberRecord, TeamRecord, TeamRole, TokenGrant, TokenRecord},
+    store::{self, Store},
+    token::{self, Scope, Scopes},
+};
+
+/// Lifetime of a token created without one.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+/// The longest a token may live.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// What went wrong, in the caller's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No usable credential (UNAUTHENTICATED, 401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A credential that does not allow this (PERMISSION_DENIED, 403).
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The gateway's database failed; retrying is the right move.
+    #[error("the gateway's database did not answer; try again")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<strata_events::EventsError> for GatewayError {
+    fn from(error: strata_events::EventsError) -> Self {
+        match error {
+            strata_events::EventsError::Database(e) => GatewayError::Database(e),
+            other => GatewayError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<strata_kit::ApiError> for GatewayError {
+    fn from(error: strata_kit::ApiError) -> Self {
+        use strata_kit::ApiError as E;
+        match error {
+            E::InvalidArgument(m) => GatewayError::InvalidArgument(m),
+            E::NotFound(m) => GatewayError::NotFound(m),
+            E::AlreadyExists(m) => GatewayError::AlreadyExists(m),
+            E::FailedPrecondition(m) => GatewayError::FailedPrecondition(m),
+            E::PermissionDenied(m) => GatewayError::PermissionDenied(m),
+            E::Unavailable(m) | E::Internal(m) => GatewayError::Internal(m),
+        }
+    }
+}
+
+impl From<GatewayError> for tonic::Status {
+    fn from(error: GatewayError) -> Self {
+        let message = error.to_string();
+        match error {
+            GatewayError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            GatewayError::PermissionDenied(_) => tonic::Status::permission_denied(message),
+            GatewayError::InvalidArgument(_) => tonic::Status::invalid_argument(message),
+            GatewayError::NotFound(_) => tonic::Status::not_found(message),
+            GatewayError::AlreadyExists(_) => tonic::Status::already_exists(message),
+            GatewayError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            GatewayError::Database(error) => {
+                tracing::error!(%error, "gateway database error");
+                tonic::Status::unavailable(message)
+            }
+            GatewayError::Internal(_) => tonic::Status::internal(message),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, GatewayError>;
+
+/// Who is calling, as the gateway established it from an API token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's holder.
+    pub subject: String,
+    /// The team the call is scoped to: the token's, or the one a platform
+    /// admin acts for.
+    pub team: String,
+    /// The role the services see.
+    pub role: Role,
+    /// The API token the call was made with.
+    pub token_id: String,
+    /// What that token may do.
+    pub scopes: Scopes,
+    /// When it expires (Unix ms).
+    pub expires_at: i64,
+    /// Whether its holder is a platform admin.
+    pub platform_admin: bool,
+}
+
+impl Caller {
+    fn require_write(&self) -> Result<()> {
+        if self.role.can_write() {
+            Ok(())
+        } else {
+            Err(GatewayError::PermissionDenied(format!(
+                "{} can only read in team {} (a viewer, or a read-only token): ask a team owner",
+                self.subject, self.team
+            )))
+        }
+    }
+
+    /// Owners of the team and platform admins manage members and all tokens.
+    fn require_owner(&self) -> Result<()> {
+        if matches!(self.role, Role::Owner | Role::Admin) {
+            Ok(())
+        } else {
+            Err(GatewayError::PermissionDenied(format!(
+                "only owners of team {} (with a write token) and platform admins can do this; {} is not one",
+                self.team, self.subject
+            )))
+        }
+    }
+}
+
+/// Checks a subject name: a person's login or a bot's name, as identity
+/// tokens carry it.
+pub fn validate_subject(subject: &str) -> Result<()> {
+    let valid = !subject.is_empty()
+        && subject.len() <= 100
+        && subject.chars().all(|c| c.is_ascii_alphanumeric() || "@._-+".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(GatewayError::InvalidArgument(format!(
+            "invalid subject {subject:?}: use 1 to 100 letters, digits and @ . _ - + (e.g. `ann@example.com`)"
+        )))
+    }
+}
+
+/// Teams, members and tokens.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    store: Store,
+    grants: Arc<GrantCache>,
+}
+
+/// Recently read token grants, by secret hash. Only used when this process
+/// is the only writer of the database (SQLite: one gateway owns the file),
+/// and every write here invalidates all of it at once (a generation bump
+/// after commit), so revoking a token, removing a member or changing a role
+/// still takes effect on the very next call. With Postgres, where other
+/// gateway replicas may write, every call reads the database.
+#[derive(Debug, Default)]
+struct GrantCache {
+    enabled: bool,
+    generation: AtomicU64,
+    entries: Mutex<HashMap<String, (u64, Instant, TokenGrant)>>,
+}
+
+/// How long a cached grant is used at most (memory hygiene: correctness
+/// rests on the invalidation, not on this).
+const GRANT_TTL: Duration = Duration::from_secs(10);
+/// Cached grants at most; the cache is emptied when it is full.
+const GRANT_CAPACITY: usize = 10_000;
+
+impl GrantCache {
+    fn get(&self, hash: &str) -> Option<TokenGrant> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let entries = self.entries.lock().ok()?;
+        let (at, fetched, grant) = entries.get(hash)?;
+        (*at == generation && fetched.elapsed() < GRANT_TTL).then(|| grant.clone())
+    }
+
+    fn put(&self, hash: String, generation: u64, grant: TokenGrant) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= GRANT_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(hash, (generation, Instant::now(), grant));
+        }
+    }
+
+    fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Gateway {
+    /// The gateway's domain over `store`.
+    pub fn new(store: Store) -> Self {
+        let enabled = store.single_writer();
+        Self { store, grants: Arc::new(GrantCache { enabled, ..GrantCache::default() }) }
+    }
+
+    /// Commits a write, then invalidates every cached grant.
+    async fn commit(&self, tx: strata_events::EventTx) -> Result<()> {
+        tx.commit().await?;
+        self.grants.invalidate();
+        Ok(())
+    }
+
+    /// The grant of the token whose secret hashes to `hash`.
+    async fn grant(&self, hash: String) -> Result<Option<TokenGrant>> {
+        if !self.grants.enabled {
+            return Ok(self.store.token_grant(&hash).await?);
+        }
+        if let Some(grant) = self.grants.get(&hash) {
+            return Ok(Some(grant));
+        }
+        // Read the generation before the database: a write committed in
+        // between makes this entry stale at once.
+        let generation = self.grants.generation.load(Ordering::Acquire);
+        let grant = self.store.token_grant(&hash).await?;
+        if let Some(grant) = &grant {
+            self.grants.put(hash, generation, grant.clone());
+        }
+        Ok(grant)
+    }
+
+    /// Who `secret` speaks for, acting for `acting_team` when given (platform
+    /// admins only). Reads the database on every call, so revoking a token,
+    /// removing a member or changing a role takes effect at once, in every
+    /// gateway replica sharing the database.
+    pub async fn authenticate(&self, secret: &str, acting_team: Option<&str>) -> Result<Caller> {
+        if !token::is_api_token(secret) {
+            return Err(GatewayError::Unauthenticated(
+                "not a Strata API token (they start with `strata_`): create one with `strata tokens create`".to_owned(),
+            ));
+        }
+        let Some(grant) = self.grant(token::hash(secret)).await? else {
+            return Err(GatewayError::Unauthenticated("unknown API token: check it, or create a new one".to_owned()));
+        };
+        let token = grant.token;
+        if token.revoked_at.is_some() {
+            return Err(GatewayError::Unauthenticated(format!(
+                "API token {} ({}) was revoked: create a new one",
+                token.id, token.name
+            )));
+        }
+        if token.expires_at <= now_ms() {
+            return Err(GatewayError::Unauthenticated(format!(
+                "API token {} ({}) has expired: create a new one",
+                token.id, token.name
+            )));
+        }
+        let base = Caller {
+            subject: token.subject.clone(),
+            team: token.team.clone(),
+            role: Role::Viewer,
+            token_id: token.id.clone(),
+            scopes: token.scopes.clone(),
+            expires_at: token.expires_at,
+            platform_admin: grant.platform_admin,
+        };
+        if grant.platform_admin && token.scopes.contains(Scope::Admin) {
+            let team = match acting_team.filter(|t| *t != token.team) {
+                Some(team) => {
+                    self.store.team_by_name(team).await?.ok_or_else(|| {
+                        GatewayError::NotFound(format!("no team {team:?} to act for: see `strata teams list`"))
+                    })?;
+                    team.to_owned()
+                }
+                None => token.team,
+            };
+            return Ok(Caller { team, role: Role::Admin, ..base });
+        }
+        if let Some(team) = acting_team.filter(|t| *t != token.team) {
+            return Err(GatewayError::PermissionDenied(format!(
+                "{} may not act for team {team}: only a platform admin's admin-scoped token can",
+                token.subject
+            )));
+        }
+        let Some(member_role) = grant.member_role else {
+            return Err(GatewayError::Unauthenticated(format!(
+                "{} is no longer a member of team {}: ask an owner to add them again",
+                token.subject, token.team
+            )));
+        };
+        let role = if token.scopes.contains(Scope::Write) { member_role.identity_role() } else { Role::Viewer };
+        Ok(Caller { role, ..base })
+    }
+
+    /// Creates a team with its first owner (platform admins only).
+    pub async fn team_create(&self, caller: &Caller, name: &str, owner: &str) -> Result<TeamRecord> {
+        if caller.role != Role::Admin {
+            return Err(GatewayError::PermissionDenied(
+                "only platform admins create teams: ask one to create it for you".to_owned(),
+            ));
+        }
+        self.team_ensure(name, owner, &caller.subject)
+            .await?
+            .ok_or_else(|| GatewayError::AlreadyExists(format!("team {name:?} already exists: pick another name")))
+    }
+
+    /// Creates `name` owned by `owner` unless it exists; `None` when it did.
+    async fn team_ensure(&self, name: &str, owner: &str, by: &str) -> Result<Option<TeamRecord>> {
+        validate_name("team", name)?;
+        validate_subject(owner)?;
+        let now = now_ms();
+        let team = TeamRecord { id: uuid::Uuid::now_v7().to_string(), name: name.to_owned(), created_at: now };
+        let mut tx = self.store.begin().await?;
+        if !store::team_insert(tx.conn(), &team).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let member =
+            MemberRecord { team: name.to_owned(), subject: owner.to_owned(), role: TeamRole::Owner, created_at: now };
+        store::member_upsert(tx.conn(), &member).await?;
+        tx.emit(
+            events::TEAM_CREATED,
+            &team.id,
+            name,
+            &pb::TeamCreated {
+                team_id: team.id.clone(),
+                team: name.to_owned(),
+                owner: owner.to_owned(),
+                created_by: by.to_owned(),
+            },
+        )
+        .await?;
+        self.commit(tx).await?;
+        tracing::info!(team = %name, owner = %owner, by = %by, "team created");
+        Ok(Some(team))
+    }
+
+    /// The caller's teams (all of them for a platform admin), with its role.
+    pub async fn team_list(&self, caller: &Caller) -> Result<Vec<(TeamRecord, Option<TeamRole>)>> {
+        Ok(if caller.role == Role::Admin {
+            self.store.teams_all(&caller.subject).await?
+        } else {
+            self.store.teams_of(&caller.subject).await?
+        })
+    }
+
+    /// Adds a member to the caller's team or changes its role.
+    pub async fn member_add(&self, caller: &Caller, subject: &str, role: TeamRole) -> Result<MemberRecord> {
+        caller.require_owner()?;
+        validate_subject(subject)?;
+        let mut tx = self.store.begin().await?;
+        let existing = store::member(tx.conn(), &caller.team, subject).await?;
+        if let Some(existing) = &existing
+            && existing.role == TeamRole::Owner
+            && role != TeamRole::Owner
+            && store::owner_count(tx.conn(), &caller.team).await? <= 1
+        {
+            tx.rollback().await?;
+            return Err(GatewayError::FailedPrecondition(format!(
+                "{subject} is the last owner of team {}: make someone else owner first",
+                caller.team
+            )));
+        }
+        let member = MemberRecord {
+            team: caller.team.clone(),
+            subject: subject.to_owned(),
+            role,
+            created_at: existing.map_or_else(now_ms, |m| m.created_at),
+        };
+        store::member_upsert(tx.conn(), &member).await?;
+        self.commit(tx).await?;
+        tracing::info!(team = %caller.team, member = %subject, role = role.as_str(), by = %caller.subject, "member set");
+        Ok(member)
+    }
+
+    /// Removes a member and revokes its tokens in the team; returns how many.
+    pub async fn member_remove(&self, caller: &Caller, subject: &str) -> Result<u32> {
+        caller.require_owner()?;
+        let mut tx = self.store.begin().await?;
+        let Some(existing) = store::member(tx.conn(), &caller.team, subject).await? else {
+            tx.rollback().await?;
+            return Err(GatewayError::NotFound(format!("{subject} is not a member of team {}", caller.team)));
+        };
+        if existing.role == TeamRole::Owner && store::owner_count(tx.conn(), &caller.team).await? <= 1 {
+            tx.rollback().await?;
+            return Err(GatewayError::FailedPrecondition(format!(
+                "{subject} is the last owner of team {}: make someone else owner first",
+                caller.team
+            )));
+        }
+        store::member_delete(tx.conn(), &caller.team, subject).await?;
+        let now = now_ms();
+        let tokens = store::tokens_unrevoked(tx.conn(), &caller.team, subject).await?;
+        for token in &tokens {
+            store::token_revoke(tx.conn(), &token.id, now).await?;
+            emit_revoked(&mut tx, token, &caller.subject, "member removed").await?;
+        }
+        self.commit(tx).await?;
+        tracing::info!(team = %caller.team, member = %subject, by = %caller.subject, revoked = tokens.len(), "member removed");
+        Ok(u32::try_from(tokens.len()).unwrap_or(u32::MAX))
+    }
+
+    /// The members of the caller's team.
+    pub async fn member_list(&self, caller: &Caller) -> Result<Vec<MemberRecord>> {
+        Ok(self.store.members(&caller.team).await?)
+    }
+
+    /// Creates a token for `subject` (the caller when empty) in the caller's
+    /// team; returns it with its secret, which is not kept.
+    pub async fn token_create(
+        &self,
+        caller: &Caller,
+        name: &str,
+        scopes: Scopes,
+        ttl: Duration,
+        subject: &str,
+    ) -> Result<(TokenRecord, String)> {
+        caller.require_write()?;
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(GatewayError::InvalidArgument(
+                "a token needs a name of 1 to 64 characters saying what it is for (e.g. `ci`)".to_owned(),
+            ));
+        }
+        if scopes.is_empty() {
+            return Err(GatewayError::InvalidArgument("a token needs at least one scope: read, write or admin".into()));
+        }
+        if ttl > MAX_TOKEN_TTL {
+            return Err(GatewayError::InvalidArgument("a token lives at most a year: give a shorter ttl".to_owned()));
+        }
+        let ttl = if ttl.is_zero() { DEFAULT_TOKEN_TTL } else { ttl };
+        let subject = if subject.is_empty() { caller.subject.as_str() } else { subject };
+        if subject != caller.subject {
+            caller.require_owner()?;
+        }
+        let holder_admin = self.store.is_platform_admin(subject).await?;
+        if scopes.contains(Scope::Admin) && !(caller.role == Role::Admin && holder_admin) {
+            return Err(GatewayError::PermissionDenied(
+                "admin-scoped tokens are for platform admins, created with an admin-scoped token".to_owned(),
+            ));
+        }
+        let member = self.store.member(&caller.team, subject).await?;
+        if member.is_none() && !(holder_admin && scopes.contains(Scope::Admin)) {
+            return Err(GatewayError::FailedPrecondition(format!(
+                "{subject} is not a member of team {}: add them with `strata teams members add` first",
+                caller.team
+            )));
+        }
+        self.token_insert(&caller.team, subject, name, scopes, ttl, &caller.subject).await
+    }
+
+    async fn token_insert(
+        &self,
+        team: &str,
+        subject: &str,
+        name: &str,
+        scopes: Scopes,
+        ttl: Duration,
+        by: &str,
+    ) -> Result<(TokenRecord, String)> {
+        let secret = token::generate();
+        let now = now_ms();
+        let record = TokenRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            team: team.to_owned(),
+            subject: subject.to_owned(),
+            name: name.to_owned(),
+            hint: secret.hint.clone(),
+            scopes,
+            created_by: by.to_owned(),
+            created_at: now,
+            expires_at: now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+            revoked_at: None,
+        };
+        let mut tx = self.store.begin().await?;
+        store::token_insert(tx.conn(), &record, &secret.hash).await?;
+        self.commit(tx).await?;
+        tracing::info!(team = %team, subject = %subject, token = %record.id, scopes = %record.scopes.to_stored(), by = %by, "token created");
+        Ok((record, secret.secret))
+    }
+
+    /// The caller's tokens, or the whole team's for an owner or admin.
+    pub async fn token_list(&self, caller: &Caller, include_inactive: bool) -> Result<Vec<TokenRecord>> {
+        let subject = if caller.require_owner().is_ok() { None } else { Some(caller.subject.as_str()) };
+        let now = now_ms();
+        let mut tokens = self.store.tokens(&caller.team, subject).await?;
+        if !include_inactive {
+            tokens.retain(|t| t.is_active(now));
+        }
+        Ok(tokens)
+    }
+
+    /// Revokes a token of the caller's team: its holder's own, or any for an
+    /// owner or admin. Revoking a revoked token changes nothing.
+    pub async fn token_revoke(&self, caller: &Caller, id: &str) -> Result<TokenRecord> {
+        let not_found =
+            || GatewayError::NotFound(format!("no token {id} in team {}: see `strata tokens list`", caller.team));
+        let token = self.store.token_by_id(id).await?.filter(|t| t.team == caller.team).ok_or_else(not_found)?;
+        if token.subject != caller.subject {
+            caller.require_owner()?;
+        }
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        if store::token_revoke(tx.conn(), &token.id, now).await? {
+            emit_revoked(&mut tx, &token, &caller.subject, "revoked").await?;
+            self.commit(tx).await?;
+            tracing::info!(team = %token.team, subject = %token.subject, token = %token.id, by = %caller.subject, "token revoked");
+            return Ok(TokenRecord { revoked_at: Some(now), ..token });
+        }
+        tx.rollback().await?;
+        Ok(self.store.token_by_id(id).await?.unwrap_or(token))
+    }
+
+    /// Makes sure the platform has its first admin, a team it owns, and an
+    /// admin token whose secret is in `existing` or newly made. Returns the
+    /// secret to use and whether it is new.
+    pub async fn bootstrap(&self, admin: &str, team: &str, existing: Option<&str>) -> Result<(String, bool)> {
+        validate_subject(admin)?;
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        store::platform_admin_insert(tx.conn(), admin, now).await?;
+        self.commit(tx).await?;
+        self.team_ensure(team, admin, "strata-bootstrap").await?;
+        if self.store.member(team, admin).await?.is_none() {
+            let mut tx = self.store.begin().await?;
+            let member = MemberRecord {
+                team: team.to_owned(),
+                subject: admin.to_owned(),
+                role: TeamRole::Owner,
+                created_at: now,
+            };
+            store::member_upsert(tx.conn(), &member).await?;
+            self.commit(tx).await?;
+        }
+        // Keep a token that still works for a while; otherwise make a new one.
+        let renew_before = now + i64::try_from(BOOTSTRAP_RENEW.as_millis()).unwrap_or(i64::MAX);
+        if let Some(secret) = existing
+            && let Ok(caller) = self.authenticate(secret, None).await
+            && caller.subject == admin
+            && caller.role == Role::Admin
+            && caller.expires_at > renew_before
+        {
+            return Ok((secret.to_owned(), false));
+        }
+        let scopes = Scopes::new([Scope::Read, Scope::Write, Scope::Admin]);
+        let (_, secret) =
+            self.token_insert(team, admin, "bootstrap", scopes, BOOTSTRAP_TTL, "strata-bootstrap").await?;
+        Ok((secret, true))
+    }
+}
+
+/// Lifetime of the bootstrap admin token.
+pub const BOOTSTRAP_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A bootstrap token closer than this to its expiry is replaced at start.
+const BOOTSTRAP_RENEW: Duration = Duration::from_secs(24 * 3600);
+
+async fn emit_revoked(tx: &mut strata_events::EventTx, token: &TokenRecord, by: &str, reason: &str) -> Result<()> {
+    tx.emit(
+        events::TOKEN_REVOKED,
+        &token.id,
+        &token.team,
+        &pb::TokenRevoked {
+            token_id: token.id.clone(),
+            name: token.name.clone(),
+            subject: token.subject.clone(),
+            revoked_by: by.to_owned(),
+            reason: reason.to_owned(),
+        },
+    )
+    .await?;
+    Ok(())
+}
