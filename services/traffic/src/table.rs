@@ -271,7 +271,8 @@ pub fn default_routes(routes: &[RouteRecord], endpoints: &[EndpointRecord], apps
             continue;
         }
         let (short, long) = model::default_hosts(&app.team, &app.app);
-        for host in [short, long] {
+        let names = [format!("default:{}", app.app), format!("default:{}.{}", app.app, app.team)];
+        for (host, name) in [short, long].into_iter().zip(names) {
             let explicit = routes.iter().any(|r| model::host_matches(&r.spec.host, &host) || r.spec.host == host);
             if explicit || !taken.insert(host.clone()) {
                 continue;
@@ -280,7 +281,7 @@ pub fn default_routes(routes: &[RouteRecord], endpoints: &[EndpointRecord], apps
                 record: RouteRecord {
                     id: format!("default:{}:{}:{host}", app.team, app.app),
                     team: app.team.clone(),
-                    name: format!("default:{}", app.app),
+                    name,
                     spec: model::RouteSpec {
                         host,
                         path_prefix: "/".to_owned(),
