@@ -79,7 +79,7 @@ impl Default for Config {
             build_timeout_secs: 900,
             ready_timeout_secs: 60,
             stop_grace_secs: 10,
-            drain_delay_ms: 300,
+            drain_delay_ms: 1000,
             data_url: String::new(),
         }
     }

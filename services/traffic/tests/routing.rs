@@ -313,23 +313,22 @@ async fn weighted_split_lands_near_its_weights() {
     stack.stop().await;
 }
 
-/// Runs GETs from `concurrency` tasks, at least `total` of them and until
-/// `until` fires; returns (started-at, status, body) of each.
+/// Runs GETs from `concurrency` tasks until `until` fires, counting answers
+/// in `answered`; returns (started-at, status, body) of each.
 async fn load(
     stack: &Stack,
     host: &str,
-    total: usize,
     concurrency: usize,
+    answered: Arc<AtomicUsize>,
     until: CancellationToken,
 ) -> Vec<(Instant, u16, String)> {
-    let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (next, http, ingress, host) = (next.clone(), stack.http.clone(), stack.ingress(), host.to_owned());
+        let (answered, http, ingress, host) = (answered.clone(), stack.http.clone(), stack.ingress(), host.to_owned());
         let until = until.clone();
         tasks.push(tokio::spawn(async move {
             let mut seen = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < total || !until.is_cancelled() {
+            while !until.is_cancelled() {
                 let started = Instant::now();
                 let request = http::Request::get(format!("http://{ingress}/"))
                     .header(http::header::HOST, &host)
@@ -343,6 +342,8 @@ async fn load(
                     }
                     Err(error) => seen.push((started, 0, error.to_string())),
                 }
+                answered.fetch_add(1, Ordering::Relaxed);
+                // Pacing, so eight loops leave the apps some CPU.
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             seen
@@ -355,21 +356,33 @@ async fn load(
     all
 }
 
+/// Waits until the load has had `n` answers.
+async fn wait_answers(answered: &Arc<AtomicUsize>, n: usize) {
+    let what = format!("{n} answers");
+    wait_for(&what, Duration::from_secs(60), || {
+        let answered = answered.clone();
+        async move { (answered.load(Ordering::Relaxed) >= n).then_some(()) }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn redeploy_and_killed_instance_under_load() {
     let stack = Stack::start().await;
     stack.deploy("steady", 2).await;
     stack.wait_routed("steady.localhost", "/", "steady").await;
 
-    // A redeploy during 2,000 requests: every one answered 2xx.
+    // A redeploy under load (2,000 requests and more): every one answered 2xx.
+    let answered = Arc::new(AtomicUsize::new(0));
     let during = {
         let until = CancellationToken::new();
-        let load = load(&stack, "steady.localhost", 2000, 8, until.clone());
+        let load = load(&stack, "steady.localhost", 8, answered.clone(), until.clone());
         let redeploy = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            wait_answers(&answered, 300).await;
             let instances = stack.deploy("steady", 2).await;
             // Keep the load on while the old instances drain.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            wait_answers(&answered, answered.load(Ordering::Relaxed) + 1000).await;
+            wait_answers(&answered, 2000).await;
             until.cancel();
             instances
         };
@@ -394,14 +407,24 @@ async fn redeploy_and_killed_instance_under_load() {
     let victim = wait_instances(&mut compute, "steady", 2, None).await.remove(0);
     let answers = {
         let until = CancellationToken::new();
-        let load = load(&stack, "steady.localhost", 1500, 8, until.clone());
+        answered.store(0, Ordering::Relaxed);
+        let load = load(&stack, "steady.localhost", 8, answered.clone(), until.clone());
         let kill = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            wait_answers(&answered, 300).await;
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim.pid as i32), nix::sys::signal::Signal::SIGKILL)
                 .unwrap();
             let killed_at = Instant::now();
-            // Load for a while after the kill, through the crash and restart.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // Load on through the crash and until compute has replaced it.
+            let compute = stack.compute_client().await;
+            wait_for("the killed instance restarted", Duration::from_secs(40), || {
+                let mut compute = compute.clone();
+                async move {
+                    let running = strata_integration_tests::running_instances(&mut compute, "steady").await;
+                    (running.len() == 2 && running.iter().all(|i| i.pid != victim.pid)).then_some(())
+                }
+            })
+            .await;
+            wait_answers(&answered, answered.load(Ordering::Relaxed) + 1000).await;
             until.cancel();
             killed_at
         };
