@@ -61,6 +61,20 @@ pub struct DeployArgs {
     /// Instances to run (default: keep the current count, 1 for a new app).
     #[arg(short = 'n', long, default_value_t = 0)]
     pub instances: u32,
+    /// Start the new release beside the current one as a canary instead of
+    /// replacing it; routes decide the share each gets
+    /// (`strata routes create ... --to web@7=90 --to web@8=10`). Deploying the
+    /// canary's release again without --canary (`--release v8`) promotes it;
+    /// any other deploy or a rollback ends it.
+    #[arg(long, conflicts_with = "instances")]
+    pub canary: bool,
+    /// Instances of the canary (default 1).
+    #[arg(long, requires = "canary")]
+    pub canary_instances: Option<u32>,
+    /// Deploy an existing release again instead of new code, e.g. `v8`
+    /// (with --canary: as the canary).
+    #[arg(long, requires = "app", conflicts_with_all = ["dir", "cmd"])]
+    pub release: Option<String>,
     /// Deploy a command already on this machine instead of source, e.g.
     /// `strata deploy -a web --cmd -- python3 -m http.server '$PORT'`.
     #[arg(long, requires = "app")]
@@ -131,11 +145,42 @@ fn status_name(status: i32) -> String {
 }
 
 fn app_json(app: &pb::App) -> serde_json::Value {
-    json!({
+    let mut value = json!({
         "name": app.name, "id": app.id, "team": app.team, "status": status_name(app.status),
         "release": app.release_version, "desired_instances": app.desired_instances,
         "running_instances": app.running_instances,
-    })
+    });
+    if app.canary_version != 0 {
+        value["canary"] = json!({
+            "release": app.canary_version, "desired_instances": app.canary_desired_instances,
+            "running_instances": app.canary_running_instances,
+        });
+    }
+    value
+}
+
+/// `v7`, `v7 + canary v8`, or `-` before the first deploy.
+fn releases_shown(app: &pb::App) -> String {
+    match (app.release_version, app.canary_version) {
+        (0, _) => "-".to_owned(),
+        (current, 0) => format!("v{current}"),
+        (current, canary) => format!("v{current} + canary v{canary}"),
+    }
+}
+
+/// `2/2`, or `2/2 + 1/1` with a canary: running of desired.
+fn instances_shown(app: &pb::App) -> String {
+    let current = format!("{}/{}", app.running_instances, app.desired_instances);
+    if app.canary_version == 0 {
+        current
+    } else {
+        format!("{current} + {}/{}", app.canary_running_instances, app.canary_desired_instances)
+    }
+}
+
+/// A release version as typed: `v8` or `8`.
+fn parse_version(text: &str) -> anyhow::Result<u32> {
+    text.trim_start_matches('v').parse().with_context(|| format!("{text:?} is not a release: use e.g. v3"))
 }
 
 fn instance_json(i: &pb::Instance) -> serde_json::Value {
@@ -172,8 +217,8 @@ pub async fn apps(global: &Global, command: AppsCommand) -> anyhow::Result<()> {
                     vec![
                         a.name.clone(),
                         status_name(a.status),
-                        if a.release_version == 0 { "-".to_owned() } else { format!("v{}", a.release_version) },
-                        format!("{}/{}", a.running_instances, a.desired_instances),
+                        releases_shown(a),
+                        instances_shown(a),
                         ago(a.created_at.as_ref()),
                     ]
                 })
@@ -194,6 +239,18 @@ pub async fn apps(global: &Global, command: AppsCommand) -> anyhow::Result<()> {
             println!("  team:      {}", app.team);
             println!("  release:   v{}", app.release_version);
             println!("  instances: {} running of {} desired", app.running_instances, app.desired_instances);
+            if app.canary_version != 0 {
+                println!(
+                    "  canary:    v{}, {} running of {} desired (routes split requests: --to {}@{}=90 --to {}@{}=10)",
+                    app.canary_version,
+                    app.canary_running_instances,
+                    app.canary_desired_instances,
+                    app.name,
+                    app.release_version,
+                    app.name,
+                    app.canary_version
+                );
+            }
             for i in &instances {
                 println!("  - {}  v{}  http://{}:{}  restarts {}", i.id, i.release_version, i.host, i.port, i.restarts);
             }
@@ -234,14 +291,17 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> anyhow::Result<()> {
     };
     match compute.get_app(pb::GetAppRequest { app: name.clone() }).await {
         Ok(_) => {}
-        Err(status) if status.code() == tonic::Code::NotFound => {
+        // An existing release belongs to an existing app: say so, not create one.
+        Err(status) if status.code() == tonic::Code::NotFound && args.release.is_none() => {
             compute.create_app(pb::CreateAppRequest { name: name.clone() }).await?;
             eprintln!("Created app {name}");
         }
         Err(status) => return Err(status.into()),
     }
 
-    let source = if args.cmd {
+    let source = if let Some(release) = &args.release {
+        pb::deploy_request::Source::ReleaseVersion(parse_version(release)?)
+    } else if args.cmd {
         anyhow::ensure!(
             !args.command.is_empty(),
             "give the command after `--`: strata deploy -a APP --cmd -- PROGRAM ARGS"
@@ -257,10 +317,14 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> anyhow::Result<()> {
         pb::deploy_request::Source::UploadId(upload.id)
     };
 
-    let mut stream = compute
-        .deploy(pb::DeployRequest { app: name.clone(), source: Some(source), instances: args.instances })
-        .await?
-        .into_inner();
+    let request = pb::DeployRequest {
+        app: name.clone(),
+        source: Some(source),
+        instances: args.instances,
+        canary: args.canary,
+        canary_instances: args.canary_instances.unwrap_or(0),
+    };
+    let mut stream = compute.deploy(request).await?.into_inner();
     let deployment = follow_deployment(&mut stream, global.json).await?;
     finish(global, &mut compute, &name, deployment).await
 }
@@ -333,10 +397,26 @@ async fn finish(
         .filter(|i| i.release_version == deployment.release_version)
         .map(|i| format!("http://{}:{}", i.host, i.port))
         .collect();
+    let current = compute.get_app(pb::GetAppRequest { app: app.to_owned() }).await?.into_inner();
+    let canary = current.canary_version != 0 && current.canary_version == deployment.release_version;
     if global.json {
-        return output::json(
-            &json!({"app": app, "release": deployment.release_version, "status": "succeeded", "urls": urls}),
+        return output::json(&json!({
+            "app": app, "release": deployment.release_version, "status": "succeeded", "urls": urls, "canary": canary,
+        }));
+    }
+    if canary {
+        println!(
+            "Started canary v{} of {app} beside v{}: serving at {}",
+            deployment.release_version,
+            current.release_version,
+            urls.join(" ")
         );
+        println!(
+            "Split requests with `strata routes create NAME --host HOST --to {app}@{}=90 --to {app}@{}=10`; \
+             promote with `strata deploy -a {app} --release v{}`.",
+            current.release_version, deployment.release_version, deployment.release_version
+        );
+        return Ok(());
     }
     println!("Deployed {app} v{}: serving at {}", deployment.release_version, urls.join(" "));
     Ok(())
@@ -345,23 +425,26 @@ async fn finish(
 pub async fn releases(global: &Global, args: AppArg) -> anyhow::Result<()> {
     let mut compute = session::compute(global).await?;
     let name = args.name()?;
-    let current = compute.get_app(pb::GetAppRequest { app: name.clone() }).await?.into_inner().release_version;
+    let app = compute.get_app(pb::GetAppRequest { app: name.clone() }).await?.into_inner();
+    let (current, canary) = (app.release_version, app.canary_version);
     let releases = compute.list_releases(pb::ListReleasesRequest { app: name }).await?.into_inner().releases;
     if global.json {
         return output::json(&json!(releases
             .iter()
-            .map(|r| json!({"version": r.version, "buildpack": r.buildpack, "command": r.command, "config_keys": r.config_keys, "current": r.version == current}))
+            .map(|r| json!({"version": r.version, "buildpack": r.buildpack, "command": r.command, "config_keys": r.config_keys, "current": r.version == current, "canary": r.version == canary}))
             .collect::<Vec<_>>()));
     }
     let rows = releases
         .iter()
         .map(|r| {
-            vec![
-                format!("v{}{}", r.version, if r.version == current { " *" } else { "" }),
-                r.buildpack.clone(),
-                r.command.clone(),
-                ago(r.created_at.as_ref()),
-            ]
+            let mark = if r.version == current {
+                " *"
+            } else if r.version == canary {
+                " (canary)"
+            } else {
+                ""
+            };
+            vec![format!("v{}{mark}", r.version), r.buildpack.clone(), r.command.clone(), ago(r.created_at.as_ref())]
         })
         .collect();
     println!("{}", table(&["release", "buildpack", "command", "created"], rows));
@@ -373,7 +456,7 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> anyhow::Result<()>
     let name = args.app.name()?;
     let version = match &args.version {
         None => 0,
-        Some(v) => v.trim_start_matches('v').parse().with_context(|| format!("{v:?} is not a release: use e.g. v3"))?,
+        Some(v) => parse_version(v)?,
     };
     let mut stream = compute.rollback(pb::RollbackRequest { app: name.clone(), version }).await?.into_inner();
     let deployment = follow_deployment(&mut stream, global.json).await?;

@@ -23,6 +23,7 @@ Getting started:
   strata apps info -a python-hello       see where it runs
   strata scale 3 -a python-hello         run three instances
   strata rollback -a python-hello        go back to the previous release
+  strata deploy --canary -a python-hello run the new release beside the current one
   strata logs -f -a python-hello         follow its logs
   strata db create orders && strata db bind orders python-hello
   strata tokens create ci --scope read   an API token for a script (shown once)

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Strata's ingress against nginx and HAProxy, in one run on this machine.
 #
-# Starts a fixed-response backend, then puts each proxy in front of it in
-# turn (same number of workers each) and drives it with
-# `wrk -t2 -c64 -d10s --latency`. Prints, for the backend alone and each
-# proxy: requests/s, p50, p99 and requests per CPU-second of the proxy
-# process, then Strata/nginx and Strata/HAProxy ratios. Only same-run ratios
-# mean anything: run-to-run noise on a shared 2-core machine is ±20%.
+# Starts a fixed-response backend and each proxy in front of it (same number
+# of workers each), then drives each in turn with
+# `wrk -t2 -c64 -d10s --latency`, for ROUNDS rounds in rotating order (the
+# machine's speed drifts by ±20% within minutes, so one pass in a fixed
+# order favours whoever runs in the fast minute). Prints, for the backend
+# alone and each proxy and round: requests/s, p50, p99 and requests per
+# CPU-second of the proxy process; then the median of each over the rounds
+# and the Strata/nginx and Strata/HAProxy ratios of those medians.
 #
-# Usage: deploy/bench/proxy.sh            (WORKERS=1 DURATION=10s CONNECTIONS=64 to change)
+# Usage: deploy/bench/proxy.sh   (WORKERS=1 ROUNDS=3 DURATION=10s CONNECTIONS=64 to change)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 WORKERS="${WORKERS:-1}"
+ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 WORK="$(mktemp -d)"
@@ -51,6 +54,8 @@ PIDS+=($!)
 wait_port "$BACKEND_PORT"
 
 RESULTS=()
+# Milliseconds from wrk's latency figures (850.00us, 1.20ms, 1.01s).
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /[0-9]s$/ && v !~ /ms$/) n *= 1000; printf "%.2f", n }'; }
 # run NAME PORT HOST PIDS...: drive the proxy and record its figures.
 run() {
     local name="$1" port="$2" host="$3"; shift 3
@@ -63,8 +68,8 @@ run() {
     for pid in "${pids[@]}"; do after=$(( after + $(cpu_of "$pid") )); done
     local rps p50 p99 errors cpu per_cpu
     rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
-    p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
-    p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
+    p50="$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")"
+    p99="$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")"
     errors="$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')"
     total="$(awk '/requests in/ {print $1}' <<<"$out")"
     cpu="$(awk -v t=$(( after - before )) -v c="$CLK" 'BEGIN {printf "%.2f", t / c}')"
@@ -73,11 +78,8 @@ run() {
     else
         per_cpu="-"
     fi
-    RESULTS+=("$name|$rps|$p50|$p99|$cpu|$per_cpu|$errors")
+    RESULTS+=("$name|$rps|$p50|$p99|$cpu|$per_cpu|$errors|$ROUND")
 }
-
-# The backend alone.
-run backend "$BACKEND_PORT" bench.test
 
 # nginx, upstream keep-alive on.
 NGINX_PORT="$(free_port)"
@@ -111,8 +113,6 @@ NGINX_MASTER=$!
 PIDS+=("$NGINX_MASTER")
 wait_port "$NGINX_PORT"
 NGINX_WORKERS=($(pgrep -P "$NGINX_MASTER"))
-run nginx "$NGINX_PORT" bench.test "${NGINX_WORKERS[@]}"
-kill "$NGINX_MASTER"; wait "$NGINX_MASTER" 2>/dev/null || true
 
 # HAProxy, routing by Host as well.
 HAPROXY_PORT="$(free_port)"
@@ -137,8 +137,6 @@ haproxy -f "$WORK/haproxy.cfg" -db &
 HAPROXY_PID=$!
 PIDS+=("$HAPROXY_PID")
 wait_port "$HAPROXY_PORT"
-run haproxy "$HAPROXY_PORT" bench.test "$HAPROXY_PID"
-kill "$HAPROXY_PID"; wait "$HAPROXY_PID" 2>/dev/null || true
 
 # Strata's ingress, routing by Host, with its metrics on: the traffic
 # service itself, its route made through the API and its endpoint announced
@@ -151,19 +149,46 @@ STRATA_PID=$!
 PIDS+=("$STRATA_PID")
 for _ in $(seq 1 400); do grep -q '^ready' "$WORK/strata.log" && break; sleep 0.05; done
 grep -q '^ready' "$WORK/strata.log" || { echo "Strata's ingress did not start:" >&2; cat "$WORK/strata.log" >&2; exit 1; }
-run strata "$STRATA_PORT" bench.test "$STRATA_PID"
+
+# Every proxy is up (idle ones cost nothing); now the rounds.
+TARGETS=(backend nginx haproxy strata)
+for ROUND in $(seq 1 "$ROUNDS"); do
+    for i in 0 1 2 3; do
+        target="${TARGETS[$(( (i + ROUND - 1) % 4 ))]}"
+        echo "==> round $ROUND: $target" >&2
+        case "$target" in
+            backend) run backend "$BACKEND_PORT" bench.test ;;
+            nginx) run nginx "$NGINX_PORT" bench.test "${NGINX_WORKERS[@]}" ;;
+            haproxy) run haproxy "$HAPROXY_PORT" bench.test "$HAPROXY_PID" ;;
+            strata) run strata "$STRATA_PORT" bench.test "$STRATA_PID" ;;
+        esac
+    done
+done
 curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" >"$WORK/metrics.txt"
 grep -q 'strata_traffic_requests_total{.*code="2xx"}' "$WORK/metrics.txt" \
     || { echo "Strata's metrics endpoint did not show the route's requests" >&2; exit 1; }
 
-printf '\n%-8s %12s %10s %10s %9s %14s  %s\n' "target" "requests/s" "p50" "p99" "cpu-s" "req/cpu-s" "errors"
+printf '\n%-8s %5s %12s %10s %10s %9s %14s  %s\n' "target" "round" "requests/s" "p50 ms" "p99 ms" "cpu-s" "req/cpu-s" "errors"
 for row in "${RESULTS[@]}"; do
-    IFS='|' read -r name rps p50 p99 cpu per_cpu errors <<<"$row"
-    printf '%-8s %12s %10s %10s %9s %14s  %s\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$per_cpu" "$errors"
+    IFS='|' read -r name rps p50 p99 cpu per_cpu errors round <<<"$row"
+    printf '%-8s %5s %12s %10s %10s %9s %14s  %s\n' "$name" "$round" "$rps" "$p50" "$p99" "$cpu" "$per_cpu" "$errors"
 done
-field() { for row in "${RESULTS[@]}"; do IFS='|' read -r -a f <<<"$row"; [[ ${f[0]} == "$1" ]] && echo "${f[$2]}"; done; }
+# median TARGET FIELD: the median of one figure over the rounds.
+median() {
+    for row in "${RESULTS[@]}"; do IFS='|' read -r -a f <<<"$row"; [[ ${f[0]} == "$1" ]] && echo "${f[$2]}"; done \
+        | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 echo
-echo "workers per proxy: $WORKERS; wrk -t2 -c$CONNECTIONS -d$DURATION"
-echo "Strata/nginx:   requests/s $(ratio "$(field strata 1)" "$(field nginx 1)")  requests per CPU-second $(ratio "$(field strata 5)" "$(field nginx 5)")"
-echo "Strata/HAProxy: requests/s $(ratio "$(field strata 1)" "$(field haproxy 1)")  requests per CPU-second $(ratio "$(field strata 5)" "$(field haproxy 5)")"
+echo "medians over $ROUNDS rounds (workers per proxy: $WORKERS; wrk -t2 -c$CONNECTIONS -d$DURATION --latency):"
+printf '%-8s %12s %10s %10s %14s\n' "target" "requests/s" "p50 ms" "p99 ms" "req/cpu-s"
+for target in "${TARGETS[@]}"; do
+    printf '%-8s %12s %10s %10s %14s\n' "$target" "$(median "$target" 1)" "$(median "$target" 2)" "$(median "$target" 3)" "$(median "$target" 5)"
+done
+echo
+for other in nginx haproxy; do
+    printf 'Strata/%-8s requests/s %s  requests per CPU-second %s  p99 %s\n' "$other:" \
+        "$(ratio "$(median strata 1)" "$(median "$other" 1)")" \
+        "$(ratio "$(median strata 5)" "$(median "$other" 5)")" \
+        "$(ratio "$(median strata 3)" "$(median "$other" 3)")"
+done

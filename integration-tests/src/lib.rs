@@ -432,6 +432,7 @@ pub async fn deploy_upload(
             app: app.to_owned(),
             source: Some(pb::deploy_request::Source::UploadId(upload_id)),
             instances,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -454,6 +455,7 @@ pub async fn deploy_command(
                 workdir: workdir.display().to_string(),
             })),
             instances,
+            ..Default::default()
         })
         .await?
         .into_inner();

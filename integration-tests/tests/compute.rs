@@ -258,6 +258,7 @@ async fn bad_input_is_refused_and_leaves_nothing_behind(backend: Backend) {
                 workdir: String::new(),
             })),
             instances: 1,
+            ..Default::default()
         })
         .await;
     let code = match status {
@@ -352,6 +353,7 @@ async fn failed_rollout_leaves_the_running_release_untouched(backend: Backend) {
                 workdir: String::new(),
             })),
             instances: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

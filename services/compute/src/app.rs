@@ -44,7 +44,77 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub enum Source {
     Upload(String),
-    Command { argv: Vec<String>, workdir: String },
+    Command {
+        argv: Vec<String>,
+        workdir: String,
+    },
+    /// An existing release of the app, by version: deployed again, not built.
+    Release(u32),
+}
+
+/// The most instances one release of an app may run.
+const MAX_INSTANCES: u32 = 100;
+
+/// Where a deployed release goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Replaces the current release and ends any canary; `instances` 0 keeps
+    /// the app's count.
+    Replace { instances: u32 },
+    /// Runs beside the current release as its canary, with `instances` of
+    /// its own; the current release keeps its instances.
+    Canary { instances: u32 },
+    /// Replaces the current release with the same artifact under new config,
+    /// keeping the instance count and any canary: a config change is not a
+    /// decision about which code runs.
+    Reconfigure,
+}
+
+impl Placement {
+    /// The placement a deploy request asks for: `instances` for a
+    /// replacement, or a canary of `canary_instances` (1 when 0).
+    pub fn of_request(instances: u32, canary: bool, canary_instances: u32) -> Result<Self> {
+        if !canary {
+            if canary_instances > 0 {
+                return Err(Error::InvalidArgument(
+                    "canary_instances is the size of a canary: deploy with canary set, or leave it out".to_owned(),
+                ));
+            }
+            if instances > MAX_INSTANCES {
+                return Err(Error::InvalidArgument(format!(
+                    "{instances} instances is more than the limit of {MAX_INSTANCES}"
+                )));
+            }
+            return Ok(Placement::Replace { instances });
+        }
+        if instances > 0 {
+            return Err(Error::InvalidArgument(
+                "a canary leaves the current release's instance count as it is: give the canary's own count as \
+                 canary_instances (`--canary-instances N`), not instances"
+                    .to_owned(),
+            ));
+        }
+        if canary_instances > MAX_INSTANCES {
+            return Err(Error::InvalidArgument(format!(
+                "{canary_instances} canary instances is more than the limit of {MAX_INSTANCES}"
+            )));
+        }
+        Ok(Placement::Canary { instances: canary_instances.max(1) })
+    }
+
+    fn is_canary(self) -> bool {
+        matches!(self, Placement::Canary { .. })
+    }
+}
+
+/// What runs of an app, next to what should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppState {
+    pub status: pb::AppStatus,
+    /// Running instances of the current release.
+    pub running: u32,
+    /// Running instances of the canary release.
+    pub canary_running: u32,
 }
 
 /// A step of a deployment, streamed to the caller.
@@ -115,7 +185,7 @@ impl Compute {
             self.deployment_fail(
                 &app,
                 deployment,
-                None,
+                false,
                 "interrupted: compute stopped during the deployment".to_owned(),
             )
             .await?;
@@ -154,6 +224,8 @@ impl Compute {
             name: name.to_owned(),
             release_id: None,
             instances: 1,
+            canary_release_id: None,
+            canary_instances: 0,
             created_at: now_ms(),
         };
         let mut tx = self.store.begin().await?;
@@ -218,28 +290,57 @@ impl Compute {
         Ok(())
     }
 
-    /// The app's status, derived from what runs.
-    pub fn app_status(&self, app: &App) -> (pb::AppStatus, u32) {
+    /// The app's status, derived from what runs: the current release and
+    /// the canary are each at their count, and nothing else runs.
+    pub fn app_status(&self, app: &App) -> AppState {
+        fn of<'a>(instances: &'a [InstanceView], release: Option<&String>) -> Vec<&'a InstanceView> {
+            match release {
+                Some(release) => instances.iter().filter(|i| &i.release_id == release).collect(),
+                None => Vec::new(),
+            }
+        }
+        fn running(instances: &[&InstanceView]) -> u32 {
+            instances.iter().filter(|i| i.state == State::Running).count() as u32
+        }
         let instances = self.runtime.instances_of(&app.id);
-        let current: Vec<&InstanceView> =
-            instances.iter().filter(|i| Some(&i.release_id) == app.release_id.as_ref()).collect();
-        let running = current.iter().filter(|i| i.state == State::Running).count() as u32;
+        let current = of(&instances, app.release_id.as_ref());
+        let canary = of(&instances, app.canary_release_id.as_ref());
+        let canary_want = if app.canary_release_id.is_some() { app.canary_instances } else { 0 };
+        let state =
+            AppState { status: pb::AppStatus::Deploying, running: running(&current), canary_running: running(&canary) };
         let status = if app.release_id.is_none() {
             pb::AppStatus::New
-        } else if current.iter().any(|i| i.state != State::Running && i.consecutive_failures >= CRASH_LOOP_AFTER) {
+        } else if current
+            .iter()
+            .chain(&canary)
+            .any(|i| i.state != State::Running && i.consecutive_failures >= CRASH_LOOP_AFTER)
+        {
             pb::AppStatus::CrashLoop
-        } else if app.instances == 0 && instances.is_empty() {
+        } else if app.instances == 0 && canary_want == 0 && instances.is_empty() {
             pb::AppStatus::Idle
-        } else if running == app.instances && instances.len() == current.len() {
+        } else if state.running == app.instances
+            && state.canary_running == canary_want
+            && instances.len() == current.len() + canary.len()
+        {
             pb::AppStatus::Running
         } else {
             pb::AppStatus::Deploying
         };
-        (status, running)
+        AppState { status, ..state }
     }
 
+    /// The version of the app's current release; 0 before the first deploy.
     pub async fn release_version_of(&self, app: &App) -> Result<u32> {
-        Ok(match &app.release_id {
+        self.version_of(app.release_id.as_deref()).await
+    }
+
+    /// The version of the app's canary release; 0 when it has none.
+    pub async fn canary_version_of(&self, app: &App) -> Result<u32> {
+        self.version_of(app.canary_release_id.as_deref()).await
+    }
+
+    async fn version_of(&self, release_id: Option<&str>) -> Result<u32> {
+        Ok(match release_id {
             Some(id) => self.store.release_by_id(id).await?.map_or(0, |r| r.version),
             None => 0,
         })
@@ -363,8 +464,12 @@ impl Compute {
     }
 
     /// After a config change, releases the running artifact again with the
-    /// new config (as a new version) and rolls it out with no downtime.
+    /// new config (as a new version) and rolls it out with no downtime. A
+    /// canary keeps running as it is. The caller holds the app's lock.
     async fn release_config(&self, app: &App) -> Result<()> {
+        // Read again under the lock: a deploy may have finished since the
+        // caller looked, and its release is the one to reconfigure.
+        let Some(app) = &self.store.app_by_id(&app.id).await? else { return Ok(()) };
         let Some(current_id) = &app.release_id else { return Ok(()) };
         let Some(current) = self.store.release_by_id(current_id).await? else { return Ok(()) };
         let env = self.store.config_of(&app.id).await?.into_iter().map(|v| (v.key, v.value)).collect();
@@ -384,11 +489,11 @@ impl Compute {
         deployment.version = release.version;
         store::release_insert(tx.conn(), &release).await?;
         store::deployment_insert(tx.conn(), &deployment).await?;
-        self.emit_deployment_started(&mut tx, app, &deployment).await?;
+        self.emit_deployment_started(&mut tx, app, &deployment, false).await?;
         tx.commit().await?;
         let (progress, _ignored) = mpsc::unbounded_channel();
         let version = release.version;
-        let outcome = self.roll_out(app.clone(), release, deployment, 0, &progress).await?;
+        let outcome = self.roll_out(app.clone(), release, deployment, Placement::Reconfigure, &progress).await?;
         if outcome.status == DeploymentStatus::Failed {
             return Err(Error::FailedPrecondition(format!(
                 "the config is saved, but release v{version} with it did not start ({}); the previous release \
@@ -455,13 +560,14 @@ impl Compute {
         received
     }
 
-    /// Builds a release from `source` and rolls it out.
+    /// Builds a release from `source` (or takes the existing release it
+    /// names) and rolls it out where `placement` says.
     pub async fn deploy(
         &self,
         identity: &Identity,
         name: &str,
         source: Source,
-        instances: u32,
+        placement: Placement,
         progress: mpsc::UnboundedSender<Progress>,
     ) -> Result<Deployment> {
         identity.require_write()?;
@@ -477,11 +583,38 @@ impl Compute {
                     "the command is empty: give a program and its arguments".to_owned(),
                 ));
             }
-            Source::Command { .. } => None,
+            Source::Release(0) => {
+                return Err(Error::InvalidArgument(
+                    "release version 0 is no release: name one `strata releases` lists, e.g. v3".to_owned(),
+                ));
+            }
+            Source::Command { .. } | Source::Release(_) => None,
         };
         let _guard = self.lock_app(&app.id).await;
         let app =
             self.store.app_by_id(&app.id).await?.ok_or_else(|| Error::NotFound(format!("app {name:?} was deleted")))?;
+        if placement.is_canary() && app.release_id.is_none() {
+            return Err(Error::FailedPrecondition(format!(
+                "app {name:?} has no release yet: deploy a first release before a canary"
+            )));
+        }
+        if let Source::Release(version) = source {
+            let release = self.store.release_by_version(&app.id, version).await?.ok_or_else(|| {
+                Error::NotFound(format!("app {name:?} has no release v{version}: `strata releases` lists them"))
+            })?;
+            if placement.is_canary() && app.release_id.as_ref() == Some(&release.id) {
+                return Err(Error::InvalidArgument(format!(
+                    "v{version} is the current release of {name:?}: a canary runs another release beside it \
+                     (deploy new code with canary set, or name another release)"
+                )));
+            }
+            let line = if placement.is_canary() {
+                format!("-----> deploying v{version} of {} again, as its canary", app.name)
+            } else {
+                format!("-----> deploying v{version} of {} again", app.name)
+            };
+            return self.deploy_existing(app, release, placement, line, &progress).await;
+        }
 
         let release_id = uuid::Uuid::now_v7().to_string();
         let mut deployment = Deployment {
@@ -497,7 +630,7 @@ impl Compute {
         let mut tx = self.store.begin().await?;
         deployment.version = store::release_next_version(tx.conn(), &app.id).await?;
         store::deployment_insert(tx.conn(), &deployment).await?;
-        self.emit_deployment_started(&mut tx, &app, &deployment).await?;
+        self.emit_deployment_started(&mut tx, &app, &deployment, placement.is_canary()).await?;
         tx.commit().await?;
 
         let say = |line: String| {
@@ -511,7 +644,7 @@ impl Compute {
             Err(reason) => {
                 let _ = tokio::fs::remove_dir_all(&release_dir).await;
                 say(format!("-----> build failed: {reason}"));
-                return self.deployment_fail(&app, deployment, None, reason).await;
+                return self.deployment_fail(&app, deployment, false, reason).await;
             }
         };
         let env = self.store.config_of(&app.id).await?.into_iter().map(|v| (v.key, v.value)).collect();
@@ -536,11 +669,12 @@ impl Compute {
             let _ = tokio::fs::remove_file(&upload.path).await;
         }
         let _ = progress.send(Progress::Release(release.clone()));
-        self.roll_out(app, release, deployment, instances, &progress).await
+        self.roll_out(app, release, deployment, placement, &progress).await
     }
 
     /// Deploys an earlier release again: `version`, or the one before the
-    /// current release when 0.
+    /// current release when 0. It ends a canary (promotes it, when `version`
+    /// is the canary's).
     pub async fn rollback(
         &self,
         identity: &Identity,
@@ -551,6 +685,8 @@ impl Compute {
         identity.require_write()?;
         let app = self.app_find(identity, name).await?;
         let _guard = self.lock_app(&app.id).await;
+        let app =
+            self.store.app_by_id(&app.id).await?.ok_or_else(|| Error::NotFound(format!("app {name:?} was deleted")))?;
         let current = self.release_version_of(&app).await?;
         let target = if version == 0 {
             if current <= 1 {
@@ -572,6 +708,20 @@ impl Compute {
         let release = target.ok_or_else(|| {
             Error::NotFound(format!("app {name:?} has no release v{version}: `strata releases` lists them"))
         })?;
+        let line = format!("-----> rolling back {} to v{}", app.name, release.version);
+        self.deploy_existing(app, release, Placement::Replace { instances: 0 }, line, &progress).await
+    }
+
+    /// Rolls out a release that is already built. The caller holds the
+    /// app's lock.
+    async fn deploy_existing(
+        &self,
+        app: App,
+        release: Release,
+        placement: Placement,
+        line: String,
+        progress: &mpsc::UnboundedSender<Progress>,
+    ) -> Result<Deployment> {
         let deployment = Deployment {
             id: uuid::Uuid::now_v7().to_string(),
             app_id: app.id.clone(),
@@ -584,11 +734,11 @@ impl Compute {
         };
         let mut tx = self.store.begin().await?;
         store::deployment_insert(tx.conn(), &deployment).await?;
-        self.emit_deployment_started(&mut tx, &app, &deployment).await?;
+        self.emit_deployment_started(&mut tx, &app, &deployment, placement.is_canary()).await?;
         tx.commit().await?;
-        let _ = progress.send(Progress::Log(format!("-----> rolling back {} to v{}", app.name, release.version)));
+        let _ = progress.send(Progress::Log(line));
         let _ = progress.send(Progress::Release(release.clone()));
-        self.roll_out(app, release, deployment, 0, &progress).await
+        self.roll_out(app, release, deployment, placement, progress).await
     }
 
     async fn emit_deployment_started(
@@ -596,6 +746,7 @@ impl Compute {
         tx: &mut strata_events::EventTx,
         app: &App,
         deployment: &Deployment,
+        canary: bool,
     ) -> Result<()> {
         tx.emit(
             events::DEPLOYMENT_STARTED,
@@ -606,6 +757,7 @@ impl Compute {
                 app_id: app.id.clone(),
                 app: app.name.clone(),
                 release_version: deployment.version,
+                canary,
             },
         )
         .await?;
@@ -661,33 +813,64 @@ impl Compute {
                 Ok((built.buildpack.to_owned(), built.argv, release_dir.display().to_string()))
             }
             (Source::Upload(id), None) => Err(format!("upload {id} is gone")),
+            (Source::Release(version), _) => Err(format!("release v{version} is already built")),
         }
     }
 
-    /// Makes `release` the desired one and waits for it to serve; undoes the
-    /// switch when it does not, so the running release is left untouched.
+    /// Makes `release` the desired one (or, for a canary, the desired
+    /// canary) and waits for it to serve; undoes the switch when it does not,
+    /// so what ran before is left untouched. The caller holds the app's lock
+    /// and passes the app as it was before the rollout.
     async fn roll_out(
         &self,
         app: App,
         release: Release,
         mut deployment: Deployment,
-        instances: u32,
+        placement: Placement,
         progress: &mpsc::UnboundedSender<Progress>,
     ) -> Result<Deployment> {
-        let want = if instances > 0 { instances } else { app.instances };
+        let say = |line: String| {
+            let _ = progress.send(Progress::Log(line));
+        };
+        let want = match placement {
+            Placement::Replace { instances } if instances > 0 => instances,
+            Placement::Replace { .. } | Placement::Reconfigure => app.instances,
+            Placement::Canary { instances } => instances,
+        };
+        let canary = placement.is_canary();
         deployment.status = DeploymentStatus::RollingOut;
         deployment.release_id = Some(release.id.clone());
         let mut tx = self.store.begin().await?;
-        store::app_set_desired(tx.conn(), &app.id, Some(&release.id), want).await?;
+        if canary {
+            store::app_set_canary(tx.conn(), &app.id, Some(&release.id), want).await?;
+        } else {
+            store::app_set_desired(tx.conn(), &app.id, Some(&release.id), want).await?;
+            if placement != Placement::Reconfigure {
+                store::app_set_canary(tx.conn(), &app.id, None, 0).await?;
+            }
+        }
         store::deployment_update(tx.conn(), &deployment).await?;
         tx.commit().await?;
-        let _ = progress.send(Progress::Log(format!("-----> starting {want} instance(s) of v{}", release.version)));
+        if canary {
+            let current = self.release_version_of(&app).await?;
+            say(format!("-----> starting {want} canary instance(s) of v{} beside v{current}", release.version));
+        } else {
+            say(format!("-----> starting {want} instance(s) of v{}", release.version));
+            if placement != Placement::Reconfigure && app.canary_release_id.is_some() {
+                let ended = self.canary_version_of(&app).await?;
+                if app.canary_release_id.as_ref() == Some(&release.id) {
+                    say(format!("-----> promoting canary v{ended}: its instances stay"));
+                } else {
+                    say(format!("-----> ending canary v{ended}"));
+                }
+            }
+        }
         self.runtime.request_reconcile(Some(app.id.clone()));
 
         let outcome = self
             .runtime
             .wait_rollout(&app.id, &release.id, want, self.settings.rollout_timeout, |line| {
-                let _ = progress.send(Progress::Log(format!("       {line}")));
+                say(format!("       {line}"));
             })
             .await;
         match outcome {
@@ -708,37 +891,46 @@ impl Compute {
                         app: app.name.clone(),
                         release_version: release.version,
                         instances: want,
+                        canary,
                     },
                 )
                 .await?;
                 tx.commit().await?;
                 self.runtime.request_reconcile(Some(app.id.clone()));
-                let _ = progress.send(Progress::Log(format!("-----> v{} is serving", release.version)));
-                tracing::info!(app = %app.name, version = release.version, "deployment succeeded");
+                if canary {
+                    say(format!(
+                        "-----> canary v{} is serving beside the current release; routes decide its share",
+                        release.version
+                    ));
+                } else {
+                    say(format!("-----> v{} is serving", release.version));
+                }
+                tracing::info!(app = %app.name, version = release.version, canary, "deployment succeeded");
                 Ok(deployment)
             }
             Err(reason) => {
-                let _ = progress.send(Progress::Log(format!("-----> rollout failed: {reason}")));
-                self.deployment_fail(&app, deployment, Some((app.release_id.clone(), app.instances)), reason).await
+                say(format!("-----> rollout failed: {reason}"));
+                self.deployment_fail(&app, deployment, true, reason).await
             }
         }
     }
 
-    /// Records a failed deployment and, when the rollout had switched the
-    /// desired release, switches it back.
+    /// Records a failed deployment and, with `restore`, sets the app's
+    /// desired state (release, canary and their counts) back to `app`'s.
     async fn deployment_fail(
         &self,
         app: &App,
         mut deployment: Deployment,
-        restore: Option<(Option<String>, u32)>,
+        restore: bool,
         reason: String,
     ) -> Result<Deployment> {
         deployment.status = DeploymentStatus::Failed;
         deployment.reason = reason.clone();
         deployment.finished_at = Some(now_ms());
         let mut tx = self.store.begin().await?;
-        if let Some((release_id, instances)) = &restore {
-            store::app_set_desired(tx.conn(), &app.id, release_id.as_deref(), *instances).await?;
+        if restore {
+            store::app_set_desired(tx.conn(), &app.id, app.release_id.as_deref(), app.instances).await?;
+            store::app_set_canary(tx.conn(), &app.id, app.canary_release_id.as_deref(), app.canary_instances).await?;
         }
         store::deployment_update(tx.conn(), &deployment).await?;
         tx.emit(
@@ -770,20 +962,25 @@ impl Compute {
         Ok(self.store.deployments_of(&app.id).await?)
     }
 
-    /// Sets the instance count; the reconciler does the rest.
+    /// Sets the current release's instance count (a canary keeps its own);
+    /// the reconciler does the rest.
     pub async fn scale(&self, identity: &Identity, name: &str, instances: u32) -> Result<App> {
         identity.require_write()?;
-        if instances > 100 {
-            return Err(Error::InvalidArgument(format!("{instances} instances is more than the limit of 100")));
+        if instances > MAX_INSTANCES {
+            return Err(Error::InvalidArgument(format!(
+                "{instances} instances is more than the limit of {MAX_INSTANCES}"
+            )));
         }
         let app = self.app_find(identity, name).await?;
         let _guard = self.lock_app(&app.id).await;
         let mut tx = self.store.begin().await?;
-        store::app_set_desired(tx.conn(), &app.id, app.release_id.as_deref(), instances).await?;
+        store::app_set_instances(tx.conn(), &app.id, instances).await?;
         tx.commit().await?;
         self.runtime.request_reconcile(Some(app.id.clone()));
         tracing::info!(app = %app.name, instances, "scaled");
-        Ok(App { instances, ..app })
+        let app =
+            self.store.app_by_id(&app.id).await?.ok_or_else(|| Error::NotFound(format!("app {name:?} was deleted")))?;
+        Ok(app)
     }
 
     pub async fn instances_list(&self, identity: &Identity, name: &str) -> Result<Vec<InstanceView>> {
@@ -801,6 +998,7 @@ fn archive_error(error: archive::ArchiveError) -> Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -819,6 +1017,20 @@ mod tests {
         assert!(validate_config_key("DATABASE_URL").is_ok());
         for bad in ["lower", "1X", "PORT", "STRATA_NODE_ID", "A-B", ""] {
             assert!(validate_config_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_deploy_request_asks_for_a_replacement_or_a_canary_of_its_own_size() {
+        assert_eq!(Placement::of_request(0, false, 0).unwrap(), Placement::Replace { instances: 0 });
+        assert_eq!(Placement::of_request(3, false, 0).unwrap(), Placement::Replace { instances: 3 });
+        assert_eq!(Placement::of_request(0, true, 0).unwrap(), Placement::Canary { instances: 1 });
+        assert_eq!(Placement::of_request(0, true, 4).unwrap(), Placement::Canary { instances: 4 });
+        for (instances, canary, canary_instances) in [(2, true, 0), (0, false, 2), (0, true, 101), (101, false, 0)] {
+            assert!(
+                matches!(Placement::of_request(instances, canary, canary_instances), Err(Error::InvalidArgument(_))),
+                "{instances} {canary} {canary_instances}"
+            );
         }
     }
 

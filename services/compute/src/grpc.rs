@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    app::{self, Compute, Progress, Source},
+    app::{self, Compute, Placement, Progress, Source},
     logs,
     model::{App, ConfigVar, Deployment, DeploymentStatus, Release, SourceKind},
     runtime::InstanceView,
@@ -31,16 +31,20 @@ impl ComputeApi {
     }
 
     async fn app_reply(&self, app: &App) -> Result<pb::App, Status> {
-        let (status, running) = self.compute.app_status(app);
+        let state = self.compute.app_status(app);
+        let canary_version = self.compute.canary_version_of(app).await.map_err(Status::from)?;
         Ok(pb::App {
             id: app.id.clone(),
             name: app.name.clone(),
             team: app.team.clone(),
-            status: status.into(),
+            status: state.status.into(),
             release_version: self.compute.release_version_of(app).await.map_err(Status::from)?,
             desired_instances: app.instances,
-            running_instances: running,
+            running_instances: state.running,
             created_at: Some(timestamp(app.created_at)),
+            canary_version,
+            canary_desired_instances: if canary_version == 0 { 0 } else { app.canary_instances },
+            canary_running_instances: state.canary_running,
         })
     }
 }
@@ -232,14 +236,20 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
         let source = match req.source {
             Some(S::UploadId(id)) => Source::Upload(id),
             Some(S::Command(command)) => Source::Command { argv: command.argv, workdir: command.workdir },
-            None => return Err(Status::invalid_argument("say what to deploy: an upload id or a command")),
+            Some(S::ReleaseVersion(version)) => Source::Release(version),
+            None => {
+                return Err(Status::invalid_argument(
+                    "say what to deploy: an upload id, a command or an existing release's version",
+                ));
+            }
         };
+        let placement = Placement::of_request(req.instances, req.canary, req.canary_instances).map_err(Status::from)?;
         // Fail fast on what can be checked before the stream starts.
         self.compute.app_find(&identity, &req.app).await.map_err(Status::from)?;
         let compute = self.compute.clone();
         let app = req.app.clone();
         Ok(Response::new(progress_stream(req.app, move |progress| async move {
-            compute.deploy(&identity, &app, source, req.instances, progress).await
+            compute.deploy(&identity, &app, source, placement, progress).await
         })))
     }
 

@@ -12,6 +12,11 @@ pub struct App {
     pub release_id: Option<String>,
     /// How many instances of it should run.
     pub instances: u32,
+    /// A second release that runs beside the current one (a canary); routes
+    /// decide the share of requests each gets.
+    pub canary_release_id: Option<String>,
+    /// How many instances of the canary should run (0 without a canary).
+    pub canary_instances: u32,
     pub created_at: i64,
 }
 

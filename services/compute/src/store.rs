@@ -29,6 +29,8 @@ fn app_of(row: &AnyRow) -> Result<App> {
         name: row.try_get("name")?,
         release_id: row.try_get("release_id")?,
         instances: u32_of(row.try_get("instances")?),
+        canary_release_id: row.try_get("canary_release_id")?,
+        canary_instances: u32_of(row.try_get("canary_instances")?),
         created_at: row.try_get("created_at")?,
     })
 }
@@ -79,7 +81,7 @@ fn instance_of(row: &AnyRow) -> Result<InstanceRecord> {
     })
 }
 
-const APP_COLUMNS: &str = "id, team, name, release_id, instances, created_at";
+const APP_COLUMNS: &str = "id, team, name, release_id, instances, canary_release_id, canary_instances, created_at";
 const RELEASE_COLUMNS: &str = "id, app_id, version, source, buildpack, argv, workdir, env, created_at";
 const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, version, status, reason, created_at, finished_at";
 
@@ -256,15 +258,20 @@ impl Store {
 }
 
 pub async fn app_insert(conn: &mut AnyConnection, app: &App) -> Result<()> {
-    sqlx::query("INSERT INTO apps (id, team, name, release_id, instances, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(&app.id)
-        .bind(&app.team)
-        .bind(&app.name)
-        .bind(&app.release_id)
-        .bind(i64::from(app.instances))
-        .bind(app.created_at)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO apps (id, team, name, release_id, instances, canary_release_id, canary_instances, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&app.id)
+    .bind(&app.team)
+    .bind(&app.name)
+    .bind(&app.release_id)
+    .bind(i64::from(app.instances))
+    .bind(&app.canary_release_id)
+    .bind(i64::from(app.canary_instances))
+    .bind(app.created_at)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -276,6 +283,34 @@ pub async fn app_set_desired(
     instances: u32,
 ) -> Result<()> {
     sqlx::query("UPDATE apps SET release_id = $1, instances = $2 WHERE id = $3")
+        .bind(release_id)
+        .bind(i64::from(instances))
+        .bind(app_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets how many instances of the current release should run, leaving the
+/// release and the canary as they are.
+pub async fn app_set_instances(conn: &mut AnyConnection, app_id: &str, instances: u32) -> Result<()> {
+    sqlx::query("UPDATE apps SET instances = $1 WHERE id = $2")
+        .bind(i64::from(instances))
+        .bind(app_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets the canary: `release_id` at `instances` instances beside the current
+/// release, or none with `None` (and 0).
+pub async fn app_set_canary(
+    conn: &mut AnyConnection,
+    app_id: &str,
+    release_id: Option<&str>,
+    instances: u32,
+) -> Result<()> {
+    sqlx::query("UPDATE apps SET canary_release_id = $1, canary_instances = $2 WHERE id = $3")
         .bind(release_id)
         .bind(i64::from(instances))
         .bind(app_id)

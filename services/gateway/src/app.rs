@@ -208,6 +208,14 @@ impl Gateway {
         Self { store, grants: Arc::new(GrantCache { enabled, ..GrantCache::default() }) }
     }
 
+    /// The grant cache's generation when grants are cached (this process is
+    /// the database's only writer), `None` when every call must read the
+    /// database. What is decided from a grant may be kept as long as the
+    /// generation stays the same: every write here changes it.
+    pub fn cache_generation(&self) -> Option<u64> {
+        self.grants.enabled.then(|| self.grants.generation.load(Ordering::Acquire))
+    }
+
     /// Commits a write, then invalidates every cached grant.
     async fn commit(&self, tx: strata_events::EventTx) -> Result<()> {
         tx.commit().await?;

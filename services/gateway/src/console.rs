@@ -24,13 +24,13 @@ use strata_proto::{
     gateway::v1 as pb,
     observe::v1::{self as opb, observe_service_client::ObserveServiceClient},
 };
-use tonic::{Status, service::interceptor::InterceptedService, transport::Channel};
+use tonic::{Status, service::interceptor::InterceptedService};
 
 use crate::{
     app::{Caller, Gateway, GatewayError},
     auth::Auth,
     overview::Aggregator,
-    proxy::Upstreams,
+    proxy::{Upstream, Upstreams},
 };
 
 /// The cookie the console keeps the API token in.
@@ -196,7 +196,7 @@ fn redirect(to: &str) -> Response {
 fn compute(
     console: &Console,
     identity: &str,
-) -> Result<ComputeServiceClient<InterceptedService<Channel, BearerToken>>, Status> {
+) -> Result<ComputeServiceClient<InterceptedService<Upstream, BearerToken>>, Status> {
     let channel =
         console.upstreams.get("compute").ok_or_else(|| Status::unavailable("no compute service configured"))?;
     let bearer = BearerToken::new(identity).map_err(|e| Status::internal(e.to_string()))?;
@@ -501,7 +501,7 @@ async fn catalog(State(console): State<Console>, headers: HeaderMap) -> Response
 fn observe(
     console: &Console,
     identity: &str,
-) -> Result<ObserveServiceClient<InterceptedService<Channel, BearerToken>>, Status> {
+) -> Result<ObserveServiceClient<InterceptedService<Upstream, BearerToken>>, Status> {
     let channel =
         console.upstreams.get("observe").ok_or_else(|| Status::unavailable("no observe service configured"))?;
     let bearer = BearerToken::new(identity).map_err(|e| Status::internal(e.to_string()))?;

@@ -164,12 +164,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     });
     // Everything but the OpenAPI document and the console (which checks its
     // own cookie), and health and reflection (added by the server), needs an
-    // API token in the authorization header.
+    // API token in the authorization header: the gateway's own API and REST
+    // through the middleware, calls passed through to the services (the
+    // fallback, added after the layer) in the proxy itself.
     let router = axum::Router::new()
         .route_service(&format!("/{SERVICE_NAME}/{{*method}}"), local)
         .merge(rest.router())
-        .fallback_service(proxy::service(upstreams))
-        .layer(axum::middleware::from_fn_with_state(auth, auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(auth.clone(), auth::authenticate))
+        .fallback_service(proxy::service(upstreams, auth))
         .route(
             "/openapi.json",
             axum::routing::get(move || {

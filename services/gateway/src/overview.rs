@@ -14,10 +14,13 @@ use strata_proto::{
     observe::v1::{self as observe, observe_service_client::ObserveServiceClient},
     traffic::v1::{self as traffic, traffic_service_client::TrafficServiceClient},
 };
-use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
+use tonic::{Code, Status, service::interceptor::InterceptedService};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-use crate::{app::GatewayError, proxy::Upstreams};
+use crate::{
+    app::GatewayError,
+    proxy::{Upstream, Upstreams},
+};
 
 /// Asks the concerns, within a deadline.
 #[derive(Debug, Clone)]
@@ -26,7 +29,7 @@ pub struct Aggregator {
     deadline: Duration,
 }
 
-type Authed = InterceptedService<Channel, BearerToken>;
+type Authed = InterceptedService<Upstream, BearerToken>;
 
 /// Runs `call` within `deadline`, as a gRPC status.
 async fn within<T>(deadline: Duration, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {

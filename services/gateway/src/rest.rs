@@ -132,7 +132,7 @@ pub fn fields_in_query(operation: &Operation) -> bool {
 /// Where a transcoded call goes.
 #[derive(Clone)]
 enum Target {
-    Remote(tonic::transport::Channel),
+    Remote(crate::proxy::Upstream),
     Local(GatewayServiceServer<GatewayApi>),
 }
 

@@ -92,6 +92,7 @@ async fn crash_loops_and_failed_deployments_alert_until_a_good_deploy() {
                 workdir: String::new(),
             })),
             instances: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

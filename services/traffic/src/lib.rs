@@ -10,12 +10,14 @@
 pub mod app;
 pub mod events;
 pub mod grpc;
+mod h1;
 pub mod model;
 pub mod proxy;
 pub mod stats;
 pub mod store;
 pub mod table;
 pub mod upstream;
+pub mod wire;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

@@ -1,9 +1,11 @@
-//! The ingress: an HTTP/1.1 and h2c reverse proxy on hyper. Each worker is
-//! an OS thread with its own single-threaded runtime, its own listener on
-//! the shared port (SO_REUSEPORT) and its own upstream connections, the way
+//! The ingress: an HTTP/1.1 and h2c reverse proxy. Each worker is an OS
+//! thread with its own single-threaded runtime, its own listener on the
+//! shared port (SO_REUSEPORT) and its own upstream connections, the way
 //! nginx runs workers; they share only the routing table (read without a
 //! lock) and atomic counters.
 //!
+//! HTTP/1.1 connections are relayed by the ingress's own relay (`h1`);
+//! connections that open with the HTTP/2 preface are served by hyper here.
 //! A request is matched by host and path, sent to an instance chosen by
 //! weight and then by power of two choices, and streamed both ways. A
 //! connection that fails before the request reached the app is retried on
@@ -15,14 +17,14 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
     header::{self, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, UPGRADE},
@@ -30,9 +32,11 @@ use http::{
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    h1,
     stats::{self, RouteStats},
     table::{Endpoint, InFlight, RouteEntry, Table},
     upstream::{ConnectError, Sender, Upstreams},
@@ -147,10 +151,6 @@ impl ResponseBody {
     fn text(text: String) -> Self {
         ResponseBody(Kind::Full(Some(Bytes::from(text))))
     }
-
-    fn empty() -> Self {
-        ResponseBody(Kind::Full(None))
-    }
 }
 
 impl Body for ResponseBody {
@@ -194,9 +194,9 @@ impl Body for ResponseBody {
 }
 
 /// One worker's request handler.
-struct Proxy {
-    table: Arc<ArcSwap<Table>>,
-    upstreams: Arc<Upstreams>,
+pub struct Proxy {
+    pub(crate) table: Arc<ArcSwap<Table>>,
+    pub(crate) upstreams: Arc<Upstreams>,
     /// `<process-random><worker>-<counter>` ids for requests that came without one.
     id_prefix: String,
     next_id: AtomicU64,
@@ -211,20 +211,15 @@ fn plain(status: StatusCode, request_id: &HeaderValue, message: String) -> Respo
     response
 }
 
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), keeping the upgrade ones
-/// when the exchange is an upgrade.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if let Some(connection) = headers.get(CONNECTION).cloned() {
         if let Ok(listed) = connection.to_str() {
             for name in listed.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                if !(keep_upgrade && name.eq_ignore_ascii_case("upgrade")) {
-                    headers.remove(name);
-                }
+                headers.remove(name);
             }
         }
-        if !keep_upgrade {
-            headers.remove(CONNECTION);
-        }
+        headers.remove(CONNECTION);
     }
     for name in [&KEEP_ALIVE, &PROXY_CONNECTION] {
         headers.remove(name);
@@ -232,9 +227,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove(header::TE);
     headers.remove(header::TRAILER);
     headers.remove(header::TRANSFER_ENCODING);
-    if !keep_upgrade {
-        headers.remove(UPGRADE);
-    }
+    headers.remove(UPGRADE);
 }
 
 /// The request's host, lower-case and without port.
@@ -251,17 +244,19 @@ fn request_host(request: &Request<Incoming>) -> Option<String> {
     Some(if host.bytes().any(|b| b.is_ascii_uppercase()) { host.to_ascii_lowercase() } else { host.to_owned() })
 }
 
-fn is_upgrade(request: &Request<Incoming>) -> bool {
-    request.version() == Version::HTTP_11
-        && request.headers().contains_key(UPGRADE)
-        && request
-            .headers()
-            .get(CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
-}
-
 impl Proxy {
+    /// Appends the request's id: the client's own when it sent a usable
+    /// one, else a new one.
+    pub(crate) fn write_request_id(&self, given: Option<&[u8]>, out: &mut Vec<u8>) {
+        if let Some(id) = given.filter(|id| !id.is_empty() && id.len() <= 128) {
+            out.extend_from_slice(id);
+            return;
+        }
+        let n = self.next_id.fetch_add(1, Relaxed);
+        out.extend_from_slice(self.id_prefix.as_bytes());
+        crate::wire::push_number(out, n, 16);
+    }
+
     fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
         if let Some(id) = headers.get(&X_REQUEST_ID)
             && id.len() <= 128
@@ -272,7 +267,7 @@ impl Proxy {
         HeaderValue::try_from(format!("{}{n:x}", self.id_prefix)).unwrap_or(HeaderValue::from_static("-"))
     }
 
-    async fn handle(&self, mut request: Request<Incoming>, client: SocketAddr) -> Response<ResponseBody> {
+    async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<ResponseBody> {
         let started = Instant::now();
         let request_id = self.request_id(request.headers());
         let Some(host) = request_host(&request) else {
@@ -302,20 +297,15 @@ impl Proxy {
                 ),
             );
         }
-        let upgrade = is_upgrade(&request);
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        self.forwarding_headers(&mut parts, &host, client, &request_id, upgrade);
+        self.forwarding_headers(&mut parts, &host, client, &request_id);
         let body = if body.is_end_stream() {
             RequestBody::Empty
         } else {
             RequestBody::Stream { inner: body, limit: route.max_body_bytes, seen: 0, stats: route.stats.clone() }
         };
         let request = Request::from_parts(parts, body);
-        let response = match client_upgrade {
-            Some(client_upgrade) => self.upgrade(&route, request, client_upgrade, &request_id).await,
-            None => self.forward(&route, request, &request_id).await,
-        };
+        let response = self.forward(&route, request, &request_id).await;
         self.answer(&route, started, response)
     }
 
@@ -330,11 +320,10 @@ impl Proxy {
         host: &str,
         client: SocketAddr,
         request_id: &HeaderValue,
-        upgrade: bool,
     ) {
         let version = parts.version;
         let headers = &mut parts.headers;
-        strip_hop_by_hop(headers, upgrade);
+        strip_hop_by_hop(headers);
         let client_ip = client.ip().to_string();
         let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(earlier) => format!("{earlier}, {client_ip}"),
@@ -372,7 +361,6 @@ impl Proxy {
         &self,
         route: &RouteEntry,
         tried: &mut Vec<Arc<Endpoint>>,
-        upgradable: bool,
     ) -> Result<(Arc<Endpoint>, Sender), (StatusCode, String)> {
         let Some(cluster) = route.pick_backend() else {
             return Err((StatusCode::SERVICE_UNAVAILABLE, format!("route {} has no backend", route.name)));
@@ -381,12 +369,7 @@ impl Proxy {
         while tried.len() < MAX_ATTEMPTS {
             let excluded: Vec<&Arc<Endpoint>> = tried.iter().collect();
             let Some(endpoint) = cluster.pick(&excluded).cloned() else { break };
-            let connected = if upgradable {
-                self.upstreams.connect_upgradable(endpoint.addr).await
-            } else {
-                self.upstreams.checkout(endpoint.addr).await
-            };
-            match connected {
+            match self.upstreams.checkout(endpoint.addr).await {
                 Ok(sender) => {
                     endpoint.connected();
                     return Ok((endpoint, sender));
@@ -427,7 +410,7 @@ impl Proxy {
         let replay = (matches!(request.body(), RequestBody::Empty) && idempotent(request.method()))
             .then(|| (request.method().clone(), request.uri().clone(), request.headers().clone()));
         loop {
-            let (endpoint, mut sender) = match self.connect(route, &mut tried, false).await {
+            let (endpoint, mut sender) = match self.connect(route, &mut tried).await {
                 Ok(connected) => connected,
                 Err((status, message)) => return plain(status, request_id, message),
             };
@@ -483,7 +466,7 @@ impl Proxy {
                     );
                 }
             };
-            strip_hop_by_hop(response.headers_mut(), false);
+            strip_hop_by_hop(response.headers_mut());
             response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
             let exchange = Exchange {
                 stats: route.stats.clone(),
@@ -493,57 +476,6 @@ impl Proxy {
             };
             return response.map(|inner| ResponseBody(Kind::Upstream { inner, exchange: Some(exchange) }));
         }
-    }
-
-    /// A WebSocket (or other HTTP/1.1 upgrade): forwarded on a connection of
-    /// its own; on 101 both sides are joined byte for byte.
-    async fn upgrade(
-        &self,
-        route: &RouteEntry,
-        request: Request<RequestBody>,
-        client_upgrade: hyper::upgrade::OnUpgrade,
-        request_id: &HeaderValue,
-    ) -> Response<ResponseBody> {
-        let mut tried = Vec::new();
-        let (endpoint, mut sender) = match self.connect(route, &mut tried, true).await {
-            Ok(connected) => connected,
-            Err((status, message)) => return plain(status, request_id, message),
-        };
-        let in_flight = endpoint.begin();
-        let mut response = match tokio::time::timeout(route.timeout, sender.send_request(request)).await {
-            Err(_) => {
-                return plain(StatusCode::GATEWAY_TIMEOUT, request_id, format!("app {} did not answer", endpoint.app));
-            }
-            Ok(Err(error)) => {
-                return plain(
-                    StatusCode::BAD_GATEWAY,
-                    request_id,
-                    format!("app {} failed to answer: {error}", endpoint.app),
-                );
-            }
-            Ok(Ok(response)) => response,
-        };
-        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            strip_hop_by_hop(response.headers_mut(), false);
-            let exchange = Exchange { stats: route.stats.clone(), bytes: 0, _in_flight: in_flight, connection: None };
-            return response.map(|inner| ResponseBody(Kind::Upstream { inner, exchange: Some(exchange) }));
-        }
-        let app_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(async move {
-            let _in_flight = in_flight;
-            match tokio::try_join!(client_upgrade, app_upgrade) {
-                Ok((client, app)) => {
-                    let (mut client, mut app) = (TokioIo::new(client), TokioIo::new(app));
-                    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut app).await {
-                        tracing::debug!(%error, "upgraded connection ended");
-                    }
-                }
-                Err(error) => tracing::debug!(%error, "upgrade failed"),
-            }
-        });
-        let (mut parts, _) = response.into_parts();
-        parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-        Response::from_parts(parts, ResponseBody::empty())
     }
 }
 
@@ -602,7 +534,9 @@ pub fn start(
             id_prefix: format!("{process_id:08x}{worker:02x}-"),
             next_id: AtomicU64::new(0),
         });
-        let shutdown = shutdown.clone();
+        // A token of the worker's own: checking it never touches another
+        // worker's cache lines.
+        let shutdown = shutdown.child_token();
         let header_read_timeout = settings.header_read_timeout;
         let thread = std::thread::Builder::new().name(format!("strata-ingress-{worker}")).spawn(move || {
             stats::set_worker(worker);
@@ -635,10 +569,19 @@ async fn serve_worker(
                 return;
             }
         };
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_read_timeout).writev(false);
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(hyper_util::rt::TokioTimer::new());
     let builder = Arc::new(builder);
     let connections = tokio_util::task::TaskTracker::new();
+    // Read after every exchange: an atomic of this worker's, set once.
+    let stopping = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let (shutdown, stopping) = (shutdown.clone(), stopping.clone());
+        async move {
+            shutdown.cancelled().await;
+            stopping.store(true, Relaxed);
+        }
+    });
     loop {
         let (stream, client) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -656,12 +599,19 @@ async fn serve_worker(
         let proxy = proxy.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let stopping = stopping.clone();
         connections.spawn(async move {
+            let served = h1::serve(&proxy, stream, client, header_read_timeout, &shutdown, &stopping).await;
+            let (stream, read) = match served {
+                h1::Served::Done => return,
+                h1::Served::Http2(stream, read) => (stream, read),
+            };
             let service = hyper::service::service_fn(move |request| {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(proxy.handle(request, client).await) }
             });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let io = TokioIo::new(Rewind { read: read.freeze(), inner: stream });
+            let connection = builder.serve_connection(io, service);
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -685,4 +635,49 @@ async fn serve_worker(
 /// Methods whose requests may be sent twice (RFC 9110 §9.2.2).
 fn idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// A client stream whose first bytes were read before hyper took it.
+struct Rewind {
+    read: Bytes,
+    inner: tokio::net::TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read[..n]);
+            this.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }

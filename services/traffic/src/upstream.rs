@@ -3,11 +3,16 @@
 //! (so a worker never waits on another's lock). Connecting is separate from
 //! sending, so a request whose connection failed has not been consumed and
 //! can go to another endpoint.
+//!
+//! Two kinds of connection are pooled: plain TCP streams for the ingress's
+//! own HTTP/1.1 relay (`wire`, `h1`), and hyper client connections for
+//! requests that arrive over HTTP/2.
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -39,12 +44,55 @@ pub enum ConnectError {
 #[derive(Debug)]
 pub struct Upstreams {
     idle: Mutex<HashMap<SocketAddr, Vec<Sender>>>,
+    streams: Mutex<HashMap<SocketAddr, Vec<tokio::net::TcpStream>>>,
     connect_timeout: Duration,
+}
+
+/// Whether an idle connection can still carry a request: the app has not
+/// closed it and sent nothing unasked. Costs a system call only when the
+/// reactor saw it become readable.
+fn reusable(stream: &tokio::net::TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut byte = [0u8; 1];
+            matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    }
 }
 
 impl Upstreams {
     pub fn new(connect_timeout: Duration) -> Arc<Self> {
-        Arc::new(Self { idle: Mutex::new(HashMap::new()), connect_timeout })
+        Arc::new(Self { idle: Mutex::new(HashMap::new()), streams: Mutex::new(HashMap::new()), connect_timeout })
+    }
+
+    /// An idle TCP connection to `addr` that is still open, if any.
+    pub fn take_stream(&self, addr: SocketAddr) -> Option<tokio::net::TcpStream> {
+        let mut streams = self.streams.lock().ok()?;
+        let idle = streams.get_mut(&addr)?;
+        while let Some(stream) = idle.pop() {
+            if reusable(&stream) {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Gives a TCP connection back after a complete exchange.
+    pub fn put_stream(&self, addr: SocketAddr, stream: tokio::net::TcpStream) {
+        if let Ok(mut streams) = self.streams.lock() {
+            let idle = streams.entry(addr).or_default();
+            if idle.len() < MAX_IDLE_PER_ENDPOINT {
+                idle.push(stream);
+            }
+        }
+    }
+
+    /// A new TCP connection to `addr`.
+    pub async fn connect_stream(&self, addr: SocketAddr) -> Result<tokio::net::TcpStream, ConnectError> {
+        self.tcp(addr).await
     }
 
     /// An idle connection to `addr` that can take a request now, if any.
@@ -64,19 +112,6 @@ impl Upstreams {
             return Ok(sender);
         }
         self.connect(addr).await
-    }
-
-    /// A new connection of its own (for upgrades, which never go back).
-    pub async fn connect_upgradable(&self, addr: SocketAddr) -> Result<Sender, ConnectError> {
-        let stream = self.tcp(addr).await?;
-        let (sender, connection) =
-            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(ConnectError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended");
-            }
-        });
-        Ok(sender)
     }
 
     async fn tcp(&self, addr: SocketAddr) -> Result<tokio::net::TcpStream, ConnectError> {
@@ -122,6 +157,9 @@ impl Upstreams {
     pub fn retain(&self, live: impl Fn(&SocketAddr) -> bool) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.retain(|addr, _| live(addr));
+        }
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.retain(|addr, _| live(addr));
         }
     }
 }

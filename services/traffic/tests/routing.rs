@@ -289,27 +289,64 @@ async fn routes_by_host_and_path_with_default_routes_events_and_numbers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn weighted_split_lands_near_its_weights() {
     let stack = Stack::start().await;
-    stack.deploy("stable", 1).await;
-    stack.deploy("canary", 1).await;
+    // One app, two releases side by side: v1, then v2 as its canary. The
+    // echo app answers with its release (STRATA_RELEASE).
+    stack.deploy("web", 1).await;
+    let mut compute = stack.compute_client().await;
+    let script = echo_app();
+    let stream = compute
+        .deploy(compute_pb::DeployRequest {
+            app: "web".into(),
+            source: Some(compute_pb::deploy_request::Source::Command(compute_pb::CommandSource {
+                argv: vec!["python3".into(), script.display().to_string()],
+                workdir: script.parent().unwrap().display().to_string(),
+            })),
+            canary: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (log, deployment) = strata_integration_tests::finish_deploy(stream).await.unwrap();
+    assert_eq!(
+        (deployment.status, deployment.release_version),
+        (compute_pb::DeploymentStatus::Succeeded as i32, 2),
+        "{log:?}"
+    );
+    let instances = wait_instances(&mut compute, "web", 2, None).await;
+    let mut releases: Vec<u32> = instances.iter().map(|i| i.release_version).collect();
+    releases.sort();
+    assert_eq!(releases, [1, 2], "v1 and its canary v2 both run: {instances:?}");
+
     let mut traffic = stack.traffic_client(&stack.token).await;
     traffic
         .create_route(pb::CreateRouteRequest {
             name: "split".into(),
-            spec: Some(spec("split.example.test", "/", &[("stable", 0, 90), ("canary", 0, 10)])),
+            spec: Some(spec("split.example.test", "/", &[("web", 1, 90), ("web", 2, 10)])),
         })
         .await
         .unwrap();
-    stack.wait_routed("split.example.test", "/", "").await;
+    // Both releases' endpoints are known before counting.
+    for release in ["v1", "v2"] {
+        let answer = format!("app=web release={release} ");
+        wait_for(&format!("an answer from web {release}"), Duration::from_secs(20), || async {
+            let (status, body) = stack.get("split.example.test", "/").await;
+            (status == 200 && body.starts_with(&answer)).then_some(())
+        })
+        .await;
+    }
     let mut canary = 0;
     for _ in 0..1000 {
         let (status, body) = stack.get("split.example.test", "/").await;
         assert_eq!(status, 200, "{body}");
-        if body.starts_with("app=canary ") {
+        if body.starts_with("app=web release=v2 ") {
             canary += 1;
+        } else {
+            assert!(body.starts_with("app=web release=v1 "), "{body}");
         }
     }
     // Binomial(1000, 0.1): σ ≈ 9.5, so 60..140 is beyond 4σ either way.
-    assert!((60..=140).contains(&canary), "{canary} of 1000 went to the 10% backend");
+    assert!((60..=140).contains(&canary), "{canary} of 1000 went to the 10% release");
     stack.stop().await;
 }
 

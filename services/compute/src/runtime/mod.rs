@@ -4,6 +4,7 @@
 //! One task per instance supervises its process (readiness on its port,
 //! restart with exponential backoff, graceful stop). One reconciler task,
 //! level-triggered, compares every app's desired release and instance count
+//! (and its canary's, a second release that runs beside the current one)
 //! with the instances that exist and starts or stops instances: new ones are
 //! started first and old ones are stopped only when every new one is ready, so
 //! a release rolls out with no downtime. After a restart of compute, instances
@@ -302,7 +303,9 @@ impl Runtime {
         Ok(())
     }
 
-    /// Makes the instances of one app match its desired state.
+    /// Makes the instances of one app match its desired state: `instances`
+    /// of the current release and `canary_instances` of the canary. Instances
+    /// of any other release are stopped only once every desired one runs.
     async fn reconcile_app(&self, app_id: &str) -> Result<(), RuntimeError> {
         let app = self.inner.store.app_by_id(app_id).await?;
         let desired = match &app {
@@ -316,40 +319,58 @@ impl Runtime {
             }
             return Ok(());
         };
+        let canary = match &app.canary_release_id {
+            Some(id) if *id != release.id => self.inner.store.release_by_id(id).await?,
+            _ => None,
+        };
 
-        let want = app.instances as usize;
-        let mut to_start = 0;
+        let mut wanted = vec![(&release, app.instances as usize, 0)];
+        if let Some(canary) = &canary {
+            wanted.push((canary, app.canary_instances as usize, 0));
+        }
         {
             let slots = self.slots();
             let live = |s: &&Slot| s.view.app_id == app.id && s.view.state != State::Stopping && !s.stop.is_cancelled();
-            let mut current: Vec<&Slot> =
-                slots.values().filter(live).filter(|s| s.view.release_id == release.id).collect();
-            if current.len() < want {
-                to_start = want - current.len();
-            } else if current.len() > want {
-                // Shed the least useful first: crashed, then starting, then the newest.
-                current.sort_by_key(|s| {
-                    let rank = match s.view.state {
-                        State::Crashed => 0,
-                        State::Starting => 1,
-                        _ => 2,
-                    };
-                    (rank, std::cmp::Reverse(s.view.started_at))
-                });
-                for slot in &current[..current.len() - want] {
-                    stop_slot(slot, "scaled down");
+            let mut all_ready = true;
+            for (release, want, to_start) in &mut wanted {
+                let mut current: Vec<&Slot> =
+                    slots.values().filter(live).filter(|s| s.view.release_id == release.id).collect();
+                if current.len() < *want {
+                    *to_start = *want - current.len();
+                } else if current.len() > *want {
+                    // Shed the least useful first: crashed, then starting, then the newest.
+                    current.sort_by_key(|s| {
+                        let rank = match s.view.state {
+                            State::Crashed => 0,
+                            State::Starting => 1,
+                            _ => 2,
+                        };
+                        (rank, std::cmp::Reverse(s.view.started_at))
+                    });
+                    for slot in &current[..current.len() - *want] {
+                        stop_slot(slot, "scaled down");
+                    }
+                    current.drain(..current.len() - *want);
                 }
-                current.drain(..current.len() - want);
+                all_ready &= *to_start == 0 && current.iter().all(|s| s.view.state == State::Running);
             }
-            let all_ready = to_start == 0 && current.iter().all(|s| s.view.state == State::Running);
             if all_ready {
-                for slot in slots.values().filter(live).filter(|s| s.view.release_id != release.id) {
-                    stop_slot(slot, &format!("replaced by release v{}", release.version));
+                let reason = match &canary {
+                    None => format!("replaced by release v{}", release.version),
+                    Some(canary) => format!("replaced by release v{} and canary v{}", release.version, canary.version),
+                };
+                let keep = |s: &&Slot| {
+                    s.view.release_id == release.id || canary.as_ref().is_some_and(|c| s.view.release_id == c.id)
+                };
+                for slot in slots.values().filter(live).filter(|s| !keep(s)) {
+                    stop_slot(slot, &reason);
                 }
             }
         }
-        for _ in 0..to_start {
-            self.start_instance(&app, &release, None);
+        for (release, _, to_start) in wanted {
+            for _ in 0..to_start {
+                self.start_instance(&app, release, None);
+            }
         }
         Ok(())
     }
