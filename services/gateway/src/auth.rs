@@ -174,9 +174,10 @@ impl Auth {
                 return Err(refuse(grpc, GatewayError::Internal("the gateway cannot sign identities".to_owned())));
             }
         };
-        let Ok(authorization) = HeaderValue::from_str(&format!("Bearer {identity}")) else {
+        let Ok(mut authorization) = HeaderValue::from_str(&format!("Bearer {identity}")) else {
             return Err(refuse(grpc, GatewayError::Internal("identity token is not a header value".to_owned())));
         };
+        authorization.set_sensitive(true);
         let admission = Admission { caller: Arc::new(caller), authorization };
         if let Some(generation) = generation
             && let Ok(mut kept) = self.inner.admissions.lock()
@@ -326,5 +327,14 @@ mod tests {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc+proto"));
         assert!(is_grpc(&headers));
         assert_eq!(percent_decode("a%20b%C3%A9"), "a bé");
+    }
+
+    #[test]
+    fn admissions_are_kept_per_token_and_team_acted_for() {
+        let key = credential_key("strata_abc", None);
+        assert_eq!(key, credential_key("strata_abc", None));
+        assert_ne!(key, credential_key("strata_abd", None));
+        assert_ne!(key, credential_key("strata_abc", Some("blue")));
+        assert_ne!(credential_key("strata_abc", Some("blue")), credential_key("strata_abc", Some("green")));
     }
 }

@@ -27,7 +27,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -120,6 +120,10 @@ struct Slot {
     /// Held while connecting, so that concurrent calls wait for one
     /// connection instead of each making their own.
     connecting: tokio::sync::Mutex<()>,
+    /// The last failed attempt to connect: when, and why. The calls that
+    /// waited on it fail with it rather than each trying (and, against an
+    /// address that drops packets, waiting out the timeout) in turn.
+    failed: Mutex<Option<(Instant, String)>>,
 }
 
 /// A connection: where calls are opened, and whether its task has ended.
@@ -136,6 +140,9 @@ pub enum UpstreamError {
     Connect { concern: String, address: String, source: std::io::Error },
     #[error("the {concern} service at {address} did not accept a connection within {} s", CONNECT_TIMEOUT.as_secs())]
     ConnectTimeout { concern: String, address: String },
+    /// A call that waited on another's attempt to connect, which failed.
+    #[error("{0}")]
+    Unreachable(String),
     #[error("the {concern} service: {source}")]
     Http { concern: String, source: h2::Error },
 }
@@ -154,9 +161,7 @@ impl Upstream {
             concern: concern.to_owned(),
             address,
             authority,
-            slots: (0..std::env::var("TMP_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(CONNECTIONS))
-                .map(|_| Slot::default())
-                .collect(),
+            slots: (0..CONNECTIONS).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
         };
         Ok(Self { pool: Arc::new(pool) })
@@ -291,15 +296,34 @@ impl Slot {
         if let Some(live) = self.current() {
             return Ok(live);
         }
+        let asked = Instant::now();
         let _one_at_a_time = self.connecting.lock().await;
         if let Some(live) = self.current() {
             return Ok(live);
         }
-        let live = pool.connect().await?;
-        if let Ok(mut slot) = self.live.lock() {
-            *slot = Some(live.clone());
+        if let Some(reason) = self.failed_since(asked) {
+            return Err(UpstreamError::Unreachable(reason));
         }
-        Ok(live)
+        match pool.connect().await {
+            Ok(live) => {
+                if let Ok(mut slot) = self.live.lock() {
+                    *slot = Some(live.clone());
+                }
+                Ok(live)
+            }
+            Err(error) => {
+                if let Ok(mut failed) = self.failed.lock() {
+                    *failed = Some((Instant::now(), error.to_string()));
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Why connecting failed, if it did after `asked`.
+    fn failed_since(&self, asked: Instant) -> Option<String> {
+        let failed = self.failed.lock().ok()?;
+        failed.as_ref().filter(|(at, _)| *at >= asked).map(|(_, reason)| reason.clone())
     }
 
     /// The slot's connection if its task still runs.
@@ -525,5 +549,64 @@ mod tests {
         let upstream = Upstream::new("compute", &format!("http://127.0.0.1:{port}")).unwrap();
         let request = Request::builder().uri("/strata.compute.v1.ComputeService/GetApp").body(Body::empty()).unwrap();
         assert!(matches!(upstream.send(request).await, Err(UpstreamError::Connect { .. })));
+
+        // Calls waiting on one attempt share its failure.
+        let calls = (0..20).map(|_| {
+            let upstream = upstream.clone();
+            let request = Request::builder().uri("/x.Y/Z").body(Body::empty()).unwrap();
+            async move { upstream.send(request).await }
+        });
+        for result in futures::future::join_all(calls).await {
+            assert!(matches!(result, Err(UpstreamError::Connect { .. } | UpstreamError::Unreachable(_))));
+        }
+    }
+
+    /// A gRPC health service on `listener` until `stop`.
+    fn serve(
+        listener: tokio::net::TcpListener,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let (_, health) = tonic_health::server::health_reporter();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await
+                .unwrap();
+        })
+    }
+
+    #[tokio::test]
+    async fn calls_reach_the_upstream_again_after_it_restarts() {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = Upstream::new("observe", &format!("http://{addr}")).unwrap();
+        let mut client = HealthClient::new(upstream.clone());
+        let check = || HealthCheckRequest { service: String::new() };
+
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = serve(listener, stop.clone());
+        for _ in 0..CONNECTIONS * 2 {
+            client.check(check()).await.unwrap();
+        }
+        stop.cancel();
+        server.await.unwrap();
+
+        // Once the gateway has seen the connections close, the next calls
+        // open new ones to the restarted service.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while upstream.pool.slots.iter().any(|slot| slot.current().is_some()) {
+            assert!(std::time::Instant::now() < deadline, "connections still open after the server stopped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = serve(tokio::net::TcpListener::bind(addr).await.unwrap(), stop.clone());
+        for _ in 0..CONNECTIONS * 2 {
+            client.check(check()).await.unwrap();
+        }
+        stop.cancel();
+        server.await.unwrap();
     }
 }
