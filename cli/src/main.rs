@@ -1,5 +1,6 @@
 //! `strata`: run the platform on one machine and drive it.
 
+mod admins;
 mod checks;
 mod commands;
 mod db;
@@ -27,6 +28,7 @@ Getting started:
   strata logs -f -a python-hello         follow its logs
   strata db create orders && strata db bind orders python-hello
   strata tokens create ci --scope read   an API token for a script (shown once)
+  strata admins add ann@example.com      make someone a platform admin (admins only)
 
 Exit codes: 0 ok, 1 failed, 2 bad usage, 3 not signed in or not allowed,
 4 not found, 5 deployment failed, 6 platform unavailable.";
@@ -108,6 +110,9 @@ enum Command {
     /// API tokens: create, list, revoke.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Platform admins: list, add, remove (platform admins only).
+    #[command(subcommand)]
+    Admins(admins::AdminsCommand),
     /// Who the platform takes you for.
     Whoami,
     /// Keys and identities, for operators.
@@ -185,6 +190,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Events(args) => events::run(&global, args).await,
         Command::Teams(command) => teams::run(&global, command).await,
         Command::Tokens(command) => tokens::run(&global, command).await,
+        Command::Admins(command) => admins::run(&global, command).await,
         Command::Whoami => tokens::whoami(&global).await,
         Command::Admin(AdminCommand::Keygen { out }) => session::keygen(&out),
         Command::Admin(AdminCommand::MintToken { key, team, role, subject, ttl }) => {

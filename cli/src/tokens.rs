@@ -26,7 +26,8 @@ pub enum TokensCommand {
         #[arg(long = "for")]
         subject: Option<String>,
     },
-    /// List your tokens (your team's, for an owner).
+    /// List your tokens (your team's, for an owner), with when each was last
+    /// used (recorded to within about 30 seconds).
     List {
         /// Include revoked and expired tokens.
         #[arg(long)]
@@ -62,7 +63,8 @@ fn scope_names(scopes: &[i32]) -> Vec<String> {
         .collect()
 }
 
-fn when(ts: Option<&strata_proto::pbjson_types::Timestamp>) -> String {
+/// An RFC 3339 time for a protobuf timestamp, `-` when unset.
+pub fn when(ts: Option<&strata_proto::pbjson_types::Timestamp>) -> String {
     ts.and_then(|t| {
         let secs = u64::try_from(t.seconds).ok()?;
         Some(
@@ -78,6 +80,7 @@ fn token_json(token: &pb::Token) -> serde_json::Value {
         "scopes": scope_names(&token.scopes), "hint": token.hint, "created_by": token.created_by,
         "expires_at": when(token.expires_at.as_ref()),
         "revoked_at": token.revoked_at.as_ref().map(|t| when(Some(t))),
+        "last_used_at": token.last_used_at.as_ref().map(|t| when(Some(t))),
     })
 }
 
@@ -123,10 +126,13 @@ pub async fn run(global: &Global, command: TokensCommand) -> anyhow::Result<()> 
                     scope_names(&t.scopes).join(","),
                     t.hint.clone(),
                     ago(t.created_at.as_ref()),
+                    // Written every 30 s or so by the gateway: `-` may mean "just now".
+                    t.last_used_at.as_ref().map_or_else(|| "-".to_owned(), |at| ago(Some(at))),
                     if t.revoked_at.is_some() { "revoked".to_owned() } else { when(t.expires_at.as_ref()) },
                 ]
             });
-            println!("{}", table(&["id", "name", "subject", "scopes", "hint", "created", "expires"], rows.collect()));
+            let header = ["id", "name", "subject", "scopes", "hint", "created", "last used", "expires"];
+            println!("{}", table(&header, rows.collect()));
         }
         TokensCommand::Revoke { id } => {
             let token = gateway.revoke_token(pb::RevokeTokenRequest { id }).await?.into_inner();

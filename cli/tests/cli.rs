@@ -402,6 +402,27 @@ async fn teams_and_tokens_from_the_cli() {
     assert_eq!(members.as_array().unwrap().len(), 2, "{members}");
     assert!(as_ann(&["teams", "members", "remove", "vic"]).status.success());
 
+    // Tokens show when they were last used (written every 30 s or so).
+    let out = as_ann(&["tokens", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("LAST USED"), "{}", String::from_utf8_lossy(&out.stdout));
+    let listed = platform.json(&["tokens", "list"]);
+    assert!(listed[0].get("last_used_at").is_some(), "{listed}");
+
+    // Platform admins: listed, added, removed; never the last; admins only.
+    let admins = platform.json(&["admins", "list"]);
+    assert_eq!(admins[0]["subject"], "admin", "{admins}");
+    assert_eq!(admins[0]["created_by"], "strata-bootstrap", "{admins}");
+    assert!(platform.ok(&["admins", "add", "carol"]).contains("carol is a platform admin"));
+    assert!(platform.ok(&["admins", "list"]).contains("carol"));
+    let denied = as_ann(&["admins", "list"]);
+    assert_eq!(denied.status.code(), Some(3), "{}", String::from_utf8_lossy(&denied.stderr));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("only platform admins"));
+    assert_eq!(platform.json(&["admins", "remove", "carol"])["subject"], "carol");
+    assert_eq!(platform.json(&["admins", "list"]).as_array().unwrap().len(), 1);
+    let last = platform.strata(&["admins", "remove", "admin"]);
+    assert_eq!(last.status.code(), Some(1), "{}", String::from_utf8_lossy(&last.stderr));
+    assert!(String::from_utf8_lossy(&last.stderr).contains("last platform admin"));
+
     let stream = platform.stream.clone();
     platform.interrupt();
     delete_stream(&stream).await;

@@ -15,9 +15,10 @@ use strata_proto::gateway::v1 as pb;
 
 use crate::{
     events,
-    model::{MemberRecord, TeamRecord, TeamRole, TokenGrant, TokenRecord},
+    model::{MemberRecord, PlatformAdminRecord, TeamRecord, TeamRole, TokenGrant, TokenRecord},
     store::{self, Store},
     token::{self, Scope, Scopes},
+    usage::TokenUse,
 };
 
 /// Lifetime of a token created without one.
@@ -125,6 +126,23 @@ impl Caller {
         }
     }
 
+    /// Only a platform admin calling with an admin-scoped token (the only
+    /// caller the services see as admin) manages the platform itself.
+    fn require_platform_admin(&self, what: &str) -> Result<()> {
+        if self.role == Role::Admin {
+            return Ok(());
+        }
+        let why = if self.platform_admin {
+            "this token is not admin-scoped: call with one that is (`strata tokens create NAME --scope admin`)"
+        } else {
+            "ask a platform admin to do it"
+        };
+        Err(GatewayError::PermissionDenied(format!(
+            "only platform admins, with an admin-scoped token, may {what}; {} may not: {why}",
+            self.subject
+        )))
+    }
+
     /// Owners of the team and platform admins manage members and all tokens.
     fn require_owner(&self) -> Result<()> {
         if matches!(self.role, Role::Owner | Role::Admin) {
@@ -158,14 +176,17 @@ pub fn validate_subject(subject: &str) -> Result<()> {
 pub struct Gateway {
     store: Store,
     grants: Arc<GrantCache>,
+    /// Token uses not yet written ([`crate::usage`]).
+    uses: Arc<TokenUse>,
 }
 
 /// Recently read token grants, by secret hash. Only used when this process
 /// is the only writer of the database (SQLite: one gateway owns the file),
 /// and every write here invalidates all of it at once (a generation bump
-/// after commit), so revoking a token, removing a member or changing a role
-/// still takes effect on the very next call. With Postgres, where other
-/// gateway replicas may write, every call reads the database.
+/// after commit), so revoking a token, removing a member, changing a role
+/// or adding or removing a platform admin still takes effect on the very
+/// next call. With Postgres, where other gateway replicas may write, every
+/// call reads the database.
 #[derive(Debug, Default)]
 struct GrantCache {
     enabled: bool,
@@ -205,7 +226,11 @@ impl Gateway {
     /// The gateway's domain over `store`.
     pub fn new(store: Store) -> Self {
         let enabled = store.single_writer();
-        Self { store, grants: Arc::new(GrantCache { enabled, ..GrantCache::default() }) }
+        Self {
+            store,
+            grants: Arc::new(GrantCache { enabled, ..GrantCache::default() }),
+            uses: Arc::new(TokenUse::default()),
+        }
     }
 
     /// The grant cache's generation when grants are cached (this process is
@@ -242,10 +267,74 @@ impl Gateway {
     }
 
     /// Who `secret` speaks for, acting for `acting_team` when given (platform
-    /// admins only). Reads the database on every call, so revoking a token,
-    /// removing a member or changing a role takes effect at once, in every
-    /// gateway replica sharing the database.
+    /// admins only), noting the use of the token. Revoking a token, removing
+    /// a member, changing a role or a platform admin takes effect at once, in
+    /// every gateway replica sharing the database (see [`GrantCache`]).
     pub async fn authenticate(&self, secret: &str, acting_team: Option<&str>) -> Result<Caller> {
+        let caller = self.check(secret, acting_team).await?;
+        self.token_used(&caller.token_id);
+        Ok(caller)
+    }
+
+    /// Notes a call admitted with token `token_id` (a map insert: written
+    /// later by [`Gateway::run_token_use_flusher`]). For calls admitted
+    /// without [`Gateway::authenticate`], from what an earlier one decided.
+    pub fn token_used(&self, token_id: &str) {
+        self.uses.note(token_id, now_ms());
+    }
+
+    /// Writes the token uses noted since the last time, in one transaction;
+    /// returns how many tokens it wrote. On failure they are kept for the
+    /// next time. Grants stay cached: when a token was used changes nothing
+    /// about what it may do.
+    pub async fn token_use_flush(&self) -> Result<usize> {
+        let taken = self.uses.take();
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        // In id order, so that two replicas flushing the same tokens lock
+        // their rows in the same order (no deadlock on Postgres).
+        let mut uses: Vec<(&String, &i64)> = taken.iter().collect();
+        uses.sort_unstable();
+        let written = async {
+            let mut tx = self.store.begin().await?;
+            for (id, at) in uses {
+                store::token_used(tx.conn(), id, *at).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        match written {
+            Ok(()) => Ok(taken.len()),
+            Err(error) => {
+                self.uses.restore(taken);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Writes noted token uses every `interval` until `shutdown`, then once
+    /// more, so that the uses of the last interval are not lost.
+    pub async fn run_token_use_flusher(self, interval: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            if let Err(error) = self.token_use_flush().await {
+                tracing::warn!(%error, "writing when tokens were last used failed; retrying at the next flush");
+            }
+        }
+        match self.token_use_flush().await {
+            Ok(tokens) => tracing::debug!(tokens, "wrote when tokens were last used, at shutdown"),
+            Err(error) => tracing::warn!(%error, "writing when tokens were last used failed at shutdown"),
+        }
+    }
+
+    /// [`Gateway::authenticate`] without noting a use.
+    async fn check(&self, secret: &str, acting_team: Option<&str>) -> Result<Caller> {
         if !token::is_api_token(secret) {
             return Err(GatewayError::Unauthenticated(
                 "not a Strata API token (they start with `strata_`): create one with `strata tokens create`".to_owned(),
@@ -483,6 +572,7 @@ impl Gateway {
             created_at: now,
             expires_at: now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
             revoked_at: None,
+            last_used_at: None,
         };
         let mut tx = self.store.begin().await?;
         store::token_insert(tx.conn(), &record, &secret.hash).await?;
@@ -523,16 +613,102 @@ impl Gateway {
         Ok(self.store.token_by_id(id).await?.unwrap_or(token))
     }
 
-    /// Makes sure the platform has its first admin, a team it owns, and an
-    /// admin token whose secret is in `existing` or newly made. Returns the
-    /// secret to use and whether it is new.
+    /// The platform admins (platform admins only).
+    pub async fn admin_list(&self, caller: &Caller) -> Result<Vec<PlatformAdminRecord>> {
+        caller.require_platform_admin("list platform admins")?;
+        Ok(self.store.platform_admins().await?)
+    }
+
+    /// Makes `subject` a platform admin (platform admins only). Idempotent,
+    /// as adding a member is: an admin already returns its record unchanged.
+    pub async fn admin_add(&self, caller: &Caller, subject: &str) -> Result<PlatformAdminRecord> {
+        caller.require_platform_admin("add platform admins")?;
+        validate_subject(subject)?;
+        let admin = PlatformAdminRecord {
+            subject: subject.to_owned(),
+            created_at: now_ms(),
+            created_by: caller.subject.clone(),
+        };
+        let mut tx = self.store.begin().await?;
+        if !self.admin_insert(&mut tx, &admin).await? {
+            let existing = store::platform_admin(tx.conn(), subject).await?;
+            tx.rollback().await?;
+            return existing.ok_or_else(|| GatewayError::Internal(format!("platform admin {subject} vanished")));
+        }
+        self.commit(tx).await?;
+        tracing::info!(admin = %subject, by = %caller.subject, "platform admin added");
+        Ok(admin)
+    }
+
+    /// Inserts `admin` with its event unless it is an admin already.
+    async fn admin_insert(&self, tx: &mut strata_events::EventTx, admin: &PlatformAdminRecord) -> Result<bool> {
+        if !store::platform_admin_insert(tx.conn(), admin).await? {
+            return Ok(false);
+        }
+        let added = pb::PlatformAdminAdded { subject: admin.subject.clone(), added_by: admin.created_by.clone() };
+        // Platform admins belong to no team: the event's team is empty.
+        tx.emit(events::ADMIN_ADDED, &admin.subject, "", &added).await?;
+        Ok(true)
+    }
+
+    /// Takes platform admin rights from `subject` (platform admins only);
+    /// the last admin stays. Its tokens keep working with its team role
+    /// alone, from the very next call.
+    pub async fn admin_remove(&self, caller: &Caller, subject: &str) -> Result<PlatformAdminRecord> {
+        caller.require_platform_admin("remove platform admins")?;
+        validate_subject(subject)?;
+        let mut tx = self.store.begin().await?;
+        let admins = self.store.platform_admins_locked(tx.conn()).await?;
+        let Some(admin) = store::platform_admin(tx.conn(), subject).await? else {
+            tx.rollback().await?;
+            return Err(GatewayError::NotFound(format!(
+                "{subject} is not a platform admin: `strata admins list` shows who is"
+            )));
+        };
+        if admins.iter().all(|a| a == subject) {
+            tx.rollback().await?;
+            return Err(GatewayError::FailedPrecondition(format!(
+                "{subject} is the last platform admin: add another with `strata admins add` first, so the \
+                 platform is never left without one"
+            )));
+        }
+        store::platform_admin_delete(tx.conn(), subject).await?;
+        let removed = pb::PlatformAdminRemoved { subject: subject.to_owned(), removed_by: caller.subject.clone() };
+        tx.emit(events::ADMIN_REMOVED, subject, "", &removed).await?;
+        self.commit(tx).await?;
+        tracing::info!(admin = %subject, by = %caller.subject, "platform admin removed");
+        Ok(admin)
+    }
+
+    /// Makes sure the platform has its first admin (`admin`, when it has no
+    /// admin at all), a team `admin` owns, and a token of `admin` whose
+    /// secret is in `existing` or newly made: admin-scoped while `admin` is a
+    /// platform admin. Returns the secret to use and whether it is new.
     pub async fn bootstrap(&self, admin: &str, team: &str, existing: Option<&str>) -> Result<(String, bool)> {
         validate_subject(admin)?;
         let now = now_ms();
+        // The first admin only: once admins are managed through the API, one
+        // removed there stays removed across restarts.
         let mut tx = self.store.begin().await?;
-        store::platform_admin_insert(tx.conn(), admin, now).await?;
-        self.commit(tx).await?;
-        self.team_ensure(team, admin, "strata-bootstrap").await?;
+        let admins = self.store.platform_admins_locked(tx.conn()).await?;
+        let is_admin = if admins.is_empty() {
+            let record =
+                PlatformAdminRecord { subject: admin.to_owned(), created_at: now, created_by: BOOTSTRAP_BY.to_owned() };
+            self.admin_insert(&mut tx, &record).await?;
+            self.commit(tx).await?;
+            true
+        } else {
+            tx.rollback().await?;
+            admins.iter().any(|a| a == admin)
+        };
+        if !is_admin {
+            tracing::warn!(
+                admin,
+                "the bootstrap subject is no longer a platform admin (removed through the API): its token gets \
+                 its team role only; `strata admins add {admin}` makes it one again"
+            );
+        }
+        self.team_ensure(team, admin, BOOTSTRAP_BY).await?;
         if self.store.member(team, admin).await?.is_none() {
             let mut tx = self.store.begin().await?;
             let member = MemberRecord {
@@ -547,20 +723,25 @@ impl Gateway {
         // Keep a token that still works for a while; otherwise make a new one.
         let renew_before = now + i64::try_from(BOOTSTRAP_RENEW.as_millis()).unwrap_or(i64::MAX);
         if let Some(secret) = existing
-            && let Ok(caller) = self.authenticate(secret, None).await
+            && let Ok(caller) = self.check(secret, None).await
             && caller.subject == admin
-            && caller.role == Role::Admin
+            && (caller.role == Role::Admin || !is_admin)
             && caller.expires_at > renew_before
         {
             return Ok((secret.to_owned(), false));
         }
-        let scopes = Scopes::new([Scope::Read, Scope::Write, Scope::Admin]);
-        let (_, secret) =
-            self.token_insert(team, admin, "bootstrap", scopes, BOOTSTRAP_TTL, "strata-bootstrap").await?;
+        let scopes = if is_admin {
+            Scopes::new([Scope::Read, Scope::Write, Scope::Admin])
+        } else {
+            Scopes::new([Scope::Read, Scope::Write])
+        };
+        let (_, secret) = self.token_insert(team, admin, "bootstrap", scopes, BOOTSTRAP_TTL, BOOTSTRAP_BY).await?;
         Ok((secret, true))
     }
 }
 
+/// Who the bootstrap acts as, in records and events.
+const BOOTSTRAP_BY: &str = "strata-bootstrap";
 /// Lifetime of the bootstrap admin token.
 pub const BOOTSTRAP_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// A bootstrap token closer than this to its expiry is replaced at start.

@@ -10,7 +10,7 @@
 //! (the caller and its signed identity), but only under the rules of the
 //! gateway's grant cache ([`Gateway::cache_generation`]): while this process
 //! is the database's only writer, and until the next write to teams,
-//! members or tokens, which drops it all at once — so revoking a token takes
+//! members, platform admins or tokens, which drops it all at once — so revoking a token takes
 //! effect on the very next call. Where other gateway replicas share the
 //! database (Postgres), nothing is kept and every call reads the database.
 
@@ -158,6 +158,7 @@ impl Auth {
         if let Some(generation) = generation
             && let Some(admission) = self.kept(&key, generation)
         {
+            self.inner.gateway.token_used(&admission.caller.token_id);
             return Ok(admission);
         }
         let caller = match self.inner.gateway.authenticate(secret, acting).await {

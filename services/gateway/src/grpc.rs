@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     app::{Caller, Gateway},
-    model::{MemberRecord, TeamRecord, TeamRole, TokenRecord},
+    model::{MemberRecord, PlatformAdminRecord, TeamRecord, TeamRole, TokenRecord},
     overview::Aggregator,
     token::{Scope, Scopes},
 };
@@ -127,6 +127,16 @@ pub fn token_to_pb(token: &TokenRecord) -> pb::Token {
         expires_at: Some(timestamp(token.expires_at)),
         revoked_at: token.revoked_at.map(timestamp),
         created_by: token.created_by.clone(),
+        last_used_at: token.last_used_at.map(timestamp),
+    }
+}
+
+/// The proto form of a platform admin.
+pub fn platform_admin_to_pb(admin: &PlatformAdminRecord) -> pb::PlatformAdmin {
+    pb::PlatformAdmin {
+        subject: admin.subject.clone(),
+        created_at: Some(timestamp(admin.created_at)),
+        created_by: admin.created_by.clone(),
     }
 }
 
@@ -223,6 +233,30 @@ impl GatewayService for GatewayApi {
 
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
         Ok(Response::new(whoami_to_pb(&caller(&request)?)))
+    }
+
+    async fn list_platform_admins(
+        &self,
+        request: Request<pb::ListPlatformAdminsRequest>,
+    ) -> Result<Response<pb::ListPlatformAdminsResponse>, Status> {
+        let admins = self.gateway.admin_list(&caller(&request)?).await?;
+        Ok(Response::new(pb::ListPlatformAdminsResponse { admins: admins.iter().map(platform_admin_to_pb).collect() }))
+    }
+
+    async fn add_platform_admin(
+        &self,
+        request: Request<pb::AddPlatformAdminRequest>,
+    ) -> Result<Response<pb::PlatformAdmin>, Status> {
+        let admin = self.gateway.admin_add(&caller(&request)?, &request.get_ref().subject).await?;
+        Ok(Response::new(platform_admin_to_pb(&admin)))
+    }
+
+    async fn remove_platform_admin(
+        &self,
+        request: Request<pb::RemovePlatformAdminRequest>,
+    ) -> Result<Response<pb::PlatformAdmin>, Status> {
+        let admin = self.gateway.admin_remove(&caller(&request)?, &request.get_ref().subject).await?;
+        Ok(Response::new(platform_admin_to_pb(&admin)))
     }
 
     async fn get_app_overview(

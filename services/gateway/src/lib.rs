@@ -20,6 +20,7 @@ pub mod rest;
 pub mod sse;
 pub mod store;
 pub mod token;
+pub mod usage;
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
@@ -47,7 +48,9 @@ pub struct BootstrapSettings {
     /// Where the first admin's API token is kept (mode 0600); empty: no
     /// bootstrap. A token already there is kept while it works.
     pub token_file: PathBuf,
-    /// The platform admin's subject.
+    /// The first platform admin's subject. It is made an admin only while
+    /// the platform has none; after that admins are managed through the API
+    /// (`strata admins`), and one removed there is not made an admin again.
     pub admin: String,
     /// The team it owns.
     pub team: String,
@@ -134,17 +137,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     let signer = Signer::from_private_pem(&config.identity.signing_key_pem)
         .map_err(|e| StartError::SigningKey(e.to_string()))?;
-    let data_dir = prepare_data_dir(&config.data_dir)
-        .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
-    let db = strata_events::open_db(
-        &config.database.url_or_sqlite(&data_dir, "gateway.db"),
-        config.database.max_connections,
-        sqlx::migrate!("./migrations/sqlite"),
-        sqlx::migrate!("./migrations/postgres"),
-    )
-    .await?;
-    let outbox = Outbox::new(db, &config.nats.subject_prefix);
-    let gateway = app::Gateway::new(store::Store::new(outbox.clone()));
+    let (gateway, outbox) = open(&config).await?;
     if !config.bootstrap.token_file.as_os_str().is_empty() {
         bootstrap(&gateway, &config.bootstrap).await?;
     }
@@ -185,6 +178,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let addr = server.local_addr();
     let background = CancellationToken::new();
     let relay = tokio::spawn(outbox.clone().run_relay(bus.clone(), background.clone()));
+    let token_uses = tokio::spawn(gateway.clone().run_token_use_flusher(usage::FLUSH_INTERVAL, background.clone()));
     let ready = tokio::spawn(bus.clone().report_ready(server.health(), shutdown.clone()));
     tracing::info!(%addr, upstreams = ?config.upstreams, "gateway listening");
     let task = tokio::spawn(async move {
@@ -192,11 +186,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ready.abort();
         background.cancel();
         strata_kit::shutdown::join_within(relay, Duration::from_secs(10), "gateway outbox relay").await;
+        strata_kit::shutdown::join_within(token_uses, Duration::from_secs(10), "gateway token use writer").await;
         outbox.flush(&bus, Duration::from_secs(2)).await;
         served?;
         Ok(())
     });
     Ok(Running::new(addr, task))
+}
+
+/// Opens the gateway's database (making the data directory, applying the
+/// migrations): the domain over it, and the outbox its events go through.
+pub async fn open(config: &Config) -> Result<(app::Gateway, Outbox), StartError> {
+    let data_dir = prepare_data_dir(&config.data_dir)
+        .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    let db = strata_events::open_db(
+        &config.database.url_or_sqlite(&data_dir, "gateway.db"),
+        config.database.max_connections,
+        sqlx::migrate!("./migrations/sqlite"),
+        sqlx::migrate!("./migrations/postgres"),
+    )
+    .await?;
+    let outbox = Outbox::new(db, &config.nats.subject_prefix);
+    Ok((app::Gateway::new(store::Store::new(outbox.clone())), outbox))
 }
 
 /// Makes the first admin, its team and its token, and keeps the token in the

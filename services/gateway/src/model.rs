@@ -74,6 +74,9 @@ pub struct TokenRecord {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// When a call was last made with it, as last written (see
+    /// [`crate::usage`]).
+    pub last_used_at: Option<i64>,
 }
 
 impl TokenRecord {
@@ -81,6 +84,15 @@ impl TokenRecord {
     pub fn is_active(&self, now: i64) -> bool {
         self.revoked_at.is_none() && self.expires_at > now
     }
+}
+
+/// A subject with platform admin rights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformAdminRecord {
+    pub subject: String,
+    pub created_at: i64,
+    /// Who made it an admin; empty for admins made before this was kept.
+    pub created_by: String,
 }
 
 /// What checking a token needs, read in one query: the token, its holder's

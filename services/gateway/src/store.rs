@@ -4,14 +4,14 @@ use sqlx::{AnyConnection, Row, any::AnyRow};
 use strata_events::{EventTx, Outbox};
 
 use crate::{
-    model::{MemberRecord, TeamRecord, TeamRole, TokenGrant, TokenRecord},
+    model::{MemberRecord, PlatformAdminRecord, TeamRecord, TeamRole, TokenGrant, TokenRecord},
     token::Scopes,
 };
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
 const TOKEN_COLUMNS: &str = "t.id, t.team, t.subject, t.name, t.hint, t.scopes, t.created_by, t.created_at, \
-                             t.expires_at, t.revoked_at";
+                             t.expires_at, t.revoked_at, t.last_used_at";
 
 fn team_of(row: &AnyRow) -> Result<TeamRecord> {
     Ok(TeamRecord { id: row.try_get("id")?, name: row.try_get("name")?, created_at: row.try_get("created_at")? })
@@ -40,6 +40,15 @@ fn token_of(row: &AnyRow) -> Result<TokenRecord> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+fn platform_admin_of(row: &AnyRow) -> Result<PlatformAdminRecord> {
+    Ok(PlatformAdminRecord {
+        subject: row.try_get("subject")?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
     })
 }
 
@@ -152,6 +161,29 @@ impl Store {
             .is_some())
     }
 
+    /// Every platform admin, by subject.
+    pub async fn platform_admins(&self) -> Result<Vec<PlatformAdminRecord>> {
+        sqlx::query("SELECT subject, created_at, created_by FROM platform_admins ORDER BY subject")
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(platform_admin_of)
+            .collect()
+    }
+
+    /// The subjects of every platform admin, locked until the end of the
+    /// transaction on `conn`, so that two removals at once cannot both see
+    /// another admin left. (A SQLite write transaction holds the whole
+    /// database already.)
+    pub async fn platform_admins_locked(&self, conn: &mut AnyConnection) -> Result<Vec<String>> {
+        let sql = if self.single_writer() {
+            "SELECT subject FROM platform_admins"
+        } else {
+            "SELECT subject FROM platform_admins FOR UPDATE"
+        };
+        sqlx::query(sql).fetch_all(conn).await?.iter().map(|row| row.try_get("subject")).collect()
+    }
+
     /// Tokens of `team`, of one subject when given, newest first.
     pub async fn tokens(&self, team: &str, subject: Option<&str>) -> Result<Vec<TokenRecord>> {
         let rows = match subject {
@@ -247,14 +279,36 @@ pub async fn owner_count(conn: &mut AnyConnection, team: &str) -> Result<i64> {
         .try_get("n")
 }
 
-/// Makes `subject` a platform admin (no-op when it is one).
-pub async fn platform_admin_insert(conn: &mut AnyConnection, subject: &str, now: i64) -> Result<()> {
-    sqlx::query("INSERT INTO platform_admins (subject, created_at) VALUES ($1, $2) ON CONFLICT (subject) DO NOTHING")
+/// The platform admin record of `subject`, if it is one.
+pub async fn platform_admin(conn: &mut AnyConnection, subject: &str) -> Result<Option<PlatformAdminRecord>> {
+    sqlx::query("SELECT subject, created_at, created_by FROM platform_admins WHERE subject = $1")
         .bind(subject)
-        .bind(now)
-        .execute(conn)
-        .await?;
-    Ok(())
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(platform_admin_of)
+        .transpose()
+}
+
+/// Makes `admin.subject` a platform admin unless it is one; returns whether
+/// it was not.
+pub async fn platform_admin_insert(conn: &mut AnyConnection, admin: &PlatformAdminRecord) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO platform_admins (subject, created_at, created_by) VALUES ($1, $2, $3) \
+         ON CONFLICT (subject) DO NOTHING",
+    )
+    .bind(&admin.subject)
+    .bind(admin.created_at)
+    .bind(&admin.created_by)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Takes platform admin rights from `subject`; returns whether it had them.
+pub async fn platform_admin_delete(conn: &mut AnyConnection, subject: &str) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM platform_admins WHERE subject = $1").bind(subject).execute(conn).await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Records a new token with the hash of its secret.
@@ -286,6 +340,18 @@ pub async fn token_revoke(conn: &mut AnyConnection, id: &str, now: i64) -> Resul
         .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Records that token `id` was last used at `at` (Unix ms), unless a later
+/// use is recorded already (by another gateway replica, or an earlier
+/// flush that raced this one).
+pub async fn token_used(conn: &mut AnyConnection, id: &str, at: i64) -> Result<()> {
+    sqlx::query("UPDATE tokens SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)")
+        .bind(id)
+        .bind(at)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The unrevoked tokens of `subject` in `team`.
