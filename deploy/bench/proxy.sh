@@ -10,6 +10,11 @@
 # CPU-second of the proxy process; then the median of each over the rounds
 # and the Strata/nginx and Strata/HAProxy ratios of those medians.
 #
+# Every proxy does the same work per request: route by Host, keep upstream
+# connections alive, and add what Strata's ingress adds (X-Forwarded-For,
+# -Proto and -Host, Via, and an X-Request-Id, made when the client sent
+# none, on the request and the answer).
+#
 # Usage: deploy/bench/proxy.sh   (WORKERS=1 ROUNDS=3 DURATION=10s CONNECTIONS=64 to change)
 set -euo pipefail
 
@@ -95,6 +100,7 @@ http {
     client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
     fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
     upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 128; }
+    map \$http_x_request_id \$bench_request_id { "" \$request_id; default \$http_x_request_id; }
     server {
         listen 127.0.0.1:$NGINX_PORT reuseport;
         server_name bench.test;
@@ -104,6 +110,11 @@ http {
             proxy_set_header Connection "";
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header Via "1.1 nginx";
+            proxy_set_header X-Request-Id \$bench_request_id;
+            add_header X-Request-Id \$bench_request_id always;
         }
     }
 }
@@ -129,6 +140,13 @@ defaults
     http-reuse always
 frontend bench
     bind 127.0.0.1:$HAPROXY_PORT
+    unique-id-format %[uuid]
+    http-request set-header X-Request-Id %[unique-id] unless { req.hdr(x-request-id) -m found }
+    http-request set-var(txn.request_id) req.hdr(x-request-id)
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request add-header Via "1.1 haproxy"
+    http-response set-header X-Request-Id %[var(txn.request_id)]
     use_backend app if { hdr(host) -i bench.test }
 backend app
     server s1 127.0.0.1:$BACKEND_PORT

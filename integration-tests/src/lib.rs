@@ -123,6 +123,24 @@ impl TestEnv {
         }
     }
 
+    /// A traffic config for this env: gRPC, ingress (with `workers`) and
+    /// metrics on port 0, routes in SQLite.
+    pub async fn traffic_config(&mut self, workers: usize) -> strata_traffic::Config {
+        strata_traffic::Config {
+            server: ServerSettings { grace_period_secs: 2, ..ServerSettings::local(0) },
+            database: DatabaseSettings { url: self.database_url(Backend::Sqlite, "traffic").await, max_connections: 0 },
+            nats: self.nats.clone(),
+            identity: IdentitySettings { public_key_pem: self.public_key_pem.clone(), ..IdentitySettings::default() },
+            ingress: strata_traffic::IngressConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                workers,
+                ..strata_traffic::IngressConfig::default()
+            },
+            metrics: strata_kit::metrics::MetricsSettings::local(0),
+            data_dir: self.dir.path().join("traffic"),
+        }
+    }
+
     /// A data service config for this env, on port 0, placing databases on
     /// the machine's PostgreSQL under names only this test uses.
     pub async fn data_config(&mut self, backend: Backend) -> strata_data::Config {

@@ -7,7 +7,8 @@
 //! still refuses anonymous, forged or expired calls.
 
 use std::{
-    sync::Arc,
+    collections::HashMap,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -112,12 +113,28 @@ pub enum IdentityError {
     Token(#[from] jsonwebtoken::errors::Error),
 }
 
+/// How many verified tokens a [`Verifier`] remembers.
+const VERIFIED_CAPACITY: usize = 4096;
+/// Seconds of clock skew allowed on `exp`.
+const LEEWAY_SECS: u64 = 5;
+
 /// Checks identity tokens with the platform's public key.
+///
+/// A caller sends the same token on every call until it nears expiry (the
+/// gateway mints one per grant and reuses it), and an Ed25519 check costs
+/// tens of microseconds, more than the rest of a cheap call. So a token
+/// whose signature and claims were checked once is remembered, byte for
+/// byte, with the identity it carries and its expiry: the same bytes carry
+/// the same valid signature, and expiry is still checked on every call.
 #[derive(Clone)]
 pub struct Verifier {
     key: Arc<DecodingKey>,
     validation: Arc<Validation>,
+    verified: Arc<Mutex<Verified>>,
 }
+
+/// Verified tokens, with the identity each carries and its expiry.
+type Verified = HashMap<Box<str>, (Identity, u64)>;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,18 +150,44 @@ impl Verifier {
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 5;
-        Ok(Self { key: Arc::new(key), validation: Arc::new(validation) })
+        validation.leeway = LEEWAY_SECS;
+        Ok(Self { key: Arc::new(key), validation: Arc::new(validation), verified: Arc::default() })
     }
 
     /// Verifies `token` and returns who it speaks for.
     pub fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
+        self.verify_at(token, SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs())
+    }
+
+    /// [`Verifier::verify`] with the clock at `now` (seconds since the epoch)
+    /// for remembered tokens.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Identity, IdentityError> {
+        let live = |exp: u64| now <= exp.saturating_add(LEEWAY_SECS);
+        if let Ok(verified) = self.verified.lock()
+            && let Some((identity, exp)) = verified.get(token)
+            && live(*exp)
+        {
+            return Ok(identity.clone());
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?;
         let claims = data.claims;
         if claims.team.is_empty() {
             return Err(IdentityError::Key("token names no team".to_owned()));
         }
-        Ok(Identity { subject: claims.sub, team: claims.team, role: claims.role })
+        if !live(claims.exp) {
+            return Err(jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::ExpiredSignature).into());
+        }
+        let identity = Identity { subject: claims.sub, team: claims.team, role: claims.role };
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.retain(|_, (_, exp)| live(*exp));
+                if verified.len() >= VERIFIED_CAPACITY {
+                    verified.clear();
+                }
+            }
+            verified.insert(token.into(), (identity.clone(), claims.exp));
+        }
+        Ok(identity)
     }
 }
 
@@ -269,6 +312,43 @@ mod tests {
         let forged =
             Signer::from_private_pem(&other_private)?.mint("ann", "blue", Role::Admin, Duration::from_secs(60))?;
         assert!(verifier.verify(&forged).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_altered_ones_are_checked_again() -> Result<(), IdentityError> {
+        let (private, public) = generate_keypair()?;
+        let signer = Signer::from_private_pem(&private)?;
+        let verifier = Verifier::from_public_pem(&public)?;
+        let token = signer.mint("ann", "blue", Role::Viewer, Duration::from_secs(60))?;
+        assert_eq!(verifier.verify(&token)?.role, Role::Viewer);
+        assert_eq!(verifier.verify(&token)?.role, Role::Viewer, "remembered");
+
+        // Claims that say admin, under the viewer token's signature.
+        let admin = signer.mint("ann", "blue", Role::Admin, Duration::from_secs(60))?;
+        let signed_part =
+            |t: &str| t.rsplit_once('.').map(|(content, signature)| (content.to_owned(), signature.to_owned()));
+        let (Some((admin_content, _)), Some((_, signature))) = (signed_part(&admin), signed_part(&token)) else {
+            return Err(IdentityError::Key("tokens have three parts".into()));
+        };
+        assert!(verifier.verify(&format!("{admin_content}.{signature}")).is_err());
+
+        // A remembered token past its expiry (and the leeway) is refused.
+        let later = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() + 60 + LEEWAY_SECS + 2;
+        assert!(verifier.verify_at(&token, later).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn the_memory_of_verified_tokens_is_bounded() -> Result<(), IdentityError> {
+        let (private, public) = generate_keypair()?;
+        let signer = Signer::from_private_pem(&private)?;
+        let verifier = Verifier::from_public_pem(&public)?;
+        for i in 0..VERIFIED_CAPACITY + 10 {
+            verifier.verify(&signer.mint(&format!("u{i}"), "blue", Role::Member, Duration::from_secs(60))?)?;
+        }
+        let kept = verifier.verified.lock().map(|v| v.len()).unwrap_or(usize::MAX);
+        assert!(kept <= VERIFIED_CAPACITY, "{kept} tokens remembered");
         Ok(())
     }
 

@@ -46,18 +46,13 @@ use std::{
 };
 
 use strata_integration_tests::{Backend, ComputeUnderTest, GatewayUnderTest, TestEnv, wait_serving};
-use strata_kit::{
-    Role,
-    identity::BearerToken,
-    settings::{DatabaseSettings, IdentitySettings, ServerSettings},
-};
+use strata_kit::{Role, identity::BearerToken};
 use strata_proto::{
     compute::v1::{self as compute_pb, compute_service_client::ComputeServiceClient},
     traffic::v1::{self as traffic_pb, traffic_service_client::TrafficServiceClient},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-
 /// Issue 7's target.
 const TARGET_RATIO: f64 = 0.70;
 const TARGET_P99: Duration = Duration::from_millis(5);
@@ -232,30 +227,7 @@ impl Stack {
         let mut env = TestEnv::new();
         let compute = ComputeUnderTest::start(env.compute_config(Backend::Sqlite, "compute").await).await;
         let traffic_stop = CancellationToken::new();
-        let traffic = strata_traffic::start(
-            strata_traffic::Config {
-                server: ServerSettings { grace_period_secs: 2, ..ServerSettings::local(0) },
-                database: DatabaseSettings {
-                    url: env.database_url(Backend::Sqlite, "traffic").await,
-                    max_connections: 0,
-                },
-                nats: env.nats.clone(),
-                identity: IdentitySettings {
-                    public_key_pem: env.public_key_pem.clone(),
-                    ..IdentitySettings::default()
-                },
-                ingress: strata_traffic::IngressConfig {
-                    listen: "127.0.0.1:0".parse().unwrap(),
-                    workers: 1,
-                    ..strata_traffic::IngressConfig::default()
-                },
-                metrics: strata_kit::metrics::MetricsSettings::local(0),
-                data_dir: env.dir.path().join("traffic"),
-            },
-            traffic_stop.clone(),
-        )
-        .await
-        .unwrap();
+        let traffic = strata_traffic::start(env.traffic_config(1).await, traffic_stop.clone()).await.unwrap();
         wait_serving(traffic.addr, strata_traffic::SERVICE_NAME).await;
         let config = env.gateway_config(Backend::Sqlite, &[("compute", compute.addr), ("traffic", traffic.addr)]).await;
         let gateway = GatewayUnderTest::start(config).await;

@@ -22,10 +22,7 @@
 use std::{
     borrow::Cow,
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering::Relaxed},
-    },
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
@@ -39,8 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     proxy::Proxy,
     stats::RouteStats,
-    table::{Endpoint, InFlight, RouteEntry},
-    upstream::ConnectError,
+    table::{InFlight, MAX_ATTEMPTS, RouteEntry},
     wire::{self, BodyLength, ChunkedDecoder, Known, RequestHead, ResponseHead, push_number},
 };
 
@@ -48,8 +44,6 @@ use crate::{
 const MAX_HEAD: usize = 64 * 1024;
 /// Free space kept in a buffer before each read.
 const READ_SPACE: usize = 8 * 1024;
-/// How many connection attempts one request may make.
-const MAX_ATTEMPTS: usize = 3;
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -479,49 +473,6 @@ impl Conn<'_> {
         }
     }
 
-    /// An endpoint of the route and a connection to it: a pooled one unless
-    /// `fresh`, else a new one, trying other endpoints when a connection
-    /// cannot be made. Says whether the connection was pooled.
-    async fn connect(
-        &self,
-        route: &RouteEntry,
-        tried: &mut Vec<Arc<Endpoint>>,
-        fresh: bool,
-    ) -> Result<(Arc<Endpoint>, TcpStream, bool), (u16, String)> {
-        let Some(cluster) = route.pick_backend() else {
-            return Err((503, format!("route {} has no backend", route.name)));
-        };
-        let upstreams = &self.proxy.upstreams;
-        let mut last_error = None;
-        while tried.len() < MAX_ATTEMPTS {
-            let excluded: Vec<&Arc<Endpoint>> = tried.iter().collect();
-            let Some(endpoint) = cluster.pick(&excluded).cloned() else { break };
-            if !fresh && let Some(stream) = upstreams.take_stream(endpoint.addr) {
-                return Ok((endpoint, stream, true));
-            }
-            match upstreams.connect_stream(endpoint.addr).await {
-                Ok(stream) => {
-                    endpoint.connected();
-                    return Ok((endpoint, stream, false));
-                }
-                Err(error) => {
-                    if matches!(error, ConnectError::Refused | ConnectError::TimedOut(_)) {
-                        endpoint.eject();
-                    }
-                    tracing::debug!(addr = %endpoint.addr, %error, "endpoint connect failed");
-                    last_error = Some(error);
-                    tried.push(endpoint);
-                }
-            }
-        }
-        let release = if cluster.release == 0 { String::new() } else { format!(" release v{}", cluster.release) };
-        Err(match last_error {
-            None if tried.is_empty() => (503, format!("no instance of app {}{release} is running", cluster.app)),
-            None => (502, format!("app {}{release} has no other instance to try", cluster.app)),
-            Some(error) => (502, format!("app {}{release} cannot be reached: {error}", cluster.app)),
-        })
-    }
-
     async fn exchange(&mut self, head: RequestHead) -> Next {
         let started = Instant::now();
         self.id.clear();
@@ -570,7 +521,14 @@ impl Conn<'_> {
         let mut asked_to_continue = false;
         loop {
             attempts += 1;
-            let (endpoint, mut app, pooled) = match self.connect(route, &mut tried, fresh).await {
+            let upstreams = &self.proxy.upstreams;
+            let open = |addr| async move {
+                if !fresh && let Some(stream) = upstreams.take_stream(addr) {
+                    return Ok((stream, true));
+                }
+                upstreams.connect_stream(addr).await.map(|stream| (stream, false))
+            };
+            let (endpoint, (mut app, pooled)) = match route.connect(&mut tried, open).await {
                 Ok(connected) => connected,
                 Err((status, message)) => {
                     let body = if body_left == BodyLength::None { Body::Done } else { Body::Unread };

@@ -18,7 +18,11 @@ use rand::Rng;
 use crate::{
     model::{self, AppRecord, EndpointRecord, RouteRecord},
     stats::{RouteLabels, RouteStats},
+    upstream::ConnectError,
 };
+
+/// How many endpoints one request may try, counting retries.
+pub const MAX_ATTEMPTS: usize = 3;
 
 /// How long an endpoint that refused a connection stays out of rotation
 /// after its first refusal; doubles with each further one, up to a minute.
@@ -183,6 +187,50 @@ impl RouteEntry {
         self.backends.iter().find(|(cumulative, _)| roll < *cumulative).map(|(_, cluster)| cluster)
     }
 
+    /// An endpoint of a backend picked by weight, and a connection to it
+    /// from `open`. An endpoint that cannot be reached joins `tried` (one
+    /// that refuses or times out is also ejected) and another of the
+    /// backend's is tried, up to [`MAX_ATTEMPTS`] in all. Fails with the
+    /// status and a short reason to answer the client with.
+    pub async fn connect<C, F, Fut>(
+        &self,
+        tried: &mut Vec<Arc<Endpoint>>,
+        mut open: F,
+    ) -> Result<(Arc<Endpoint>, C), (u16, String)>
+    where
+        F: FnMut(SocketAddr) -> Fut,
+        Fut: Future<Output = Result<C, ConnectError>>,
+    {
+        let Some(cluster) = self.pick_backend() else {
+            return Err((503, format!("route {} has no backend", self.name)));
+        };
+        let mut last_error = None;
+        while tried.len() < MAX_ATTEMPTS {
+            let excluded: Vec<&Arc<Endpoint>> = tried.iter().collect();
+            let Some(endpoint) = cluster.pick(&excluded).cloned() else { break };
+            match open(endpoint.addr).await {
+                Ok(connection) => {
+                    endpoint.connected();
+                    return Ok((endpoint, connection));
+                }
+                Err(error) => {
+                    if matches!(error, ConnectError::Refused | ConnectError::TimedOut(_)) {
+                        endpoint.eject();
+                    }
+                    tracing::debug!(addr = %endpoint.addr, %error, "endpoint connect failed");
+                    last_error = Some(error);
+                    tried.push(endpoint);
+                }
+            }
+        }
+        let release = if cluster.release == 0 { String::new() } else { format!(" release v{}", cluster.release) };
+        Err(match last_error {
+            None if tried.is_empty() => (503, format!("no instance of app {}{release} is running", cluster.app)),
+            None => (502, format!("app {}{release} has no other instance to try", cluster.app)),
+            Some(error) => (502, format!("app {}{release} cannot be reached: {error}", cluster.app)),
+        })
+    }
+
     /// The apps named by the route's backends, for messages.
     pub fn apps(&self) -> String {
         let mut apps: Vec<&str> = self.backends.iter().map(|(_, c)| c.app.as_str()).collect();
@@ -326,17 +374,34 @@ pub fn build(served: &[Served], endpoints: &[EndpointRecord], shared: &mut Share
     let mut wildcard: HashMap<String, Vec<Arc<RouteEntry>>> = HashMap::new();
     for route in served {
         let record = &route.record;
+        let clusters: Vec<(u32, Cluster)> = record
+            .spec
+            .backends
+            .iter()
+            .filter(|b| b.weight > 0)
+            .map(|backend| {
+                let endpoints: Vec<_> = by_app
+                    .get(&(record.team.as_str(), backend.app.as_str()))
+                    .map(|all| {
+                        all.iter().filter(|e| backend.release == 0 || e.release == backend.release).cloned().collect()
+                    })
+                    .unwrap_or_default();
+                (backend.weight, Cluster { app: backend.app.clone(), release: backend.release, endpoints })
+            })
+            .collect();
+        // A backend with no running instance (a release promoted away, a
+        // canary that crashed) gives its share to the others rather than
+        // answering 503 for it; only when none has an instance do requests
+        // reach the empty backends, to be told so.
+        let serving = clusters.iter().any(|(_, c)| !c.endpoints.is_empty());
         let mut backends = Vec::new();
         let mut cumulative = 0;
-        for backend in record.spec.backends.iter().filter(|b| b.weight > 0) {
-            cumulative += backend.weight;
-            let endpoints = by_app
-                .get(&(record.team.as_str(), backend.app.as_str()))
-                .map(|all| {
-                    all.iter().filter(|e| backend.release == 0 || e.release == backend.release).cloned().collect()
-                })
-                .unwrap_or_default();
-            backends.push((cumulative, Cluster { app: backend.app.clone(), release: backend.release, endpoints }));
+        for (weight, cluster) in clusters {
+            if serving && cluster.endpoints.is_empty() {
+                continue;
+            }
+            cumulative += weight;
+            backends.push((cumulative, cluster));
         }
         let route_stats = match shared.stats.remove(&record.id) {
             Some((_, existing)) => existing,
@@ -455,6 +520,25 @@ mod tests {
             }
         }
         assert!((800..1200).contains(&v8), "{v8} of 10000 went to v8");
+    }
+
+    #[test]
+    fn a_backend_without_instances_gives_its_share_to_the_others() {
+        // v7 was promoted away: the route still names it, with no instance.
+        let t = table(
+            &[route("a", "canary", "c.test", "/", &[("web", 7, 90), ("web", 8, 10)])],
+            &[endpoint("a", "web", 8, 2)],
+            &[],
+        );
+        let entry = t.lookup("c.test", "/").unwrap();
+        for _ in 0..1_000 {
+            assert_eq!(entry.pick_backend().unwrap().release, 8);
+        }
+        // Nothing runs at all: the request still finds a backend, which has
+        // no endpoint to offer (the ingress answers 503).
+        let t = table(&[route("a", "canary", "c.test", "/", &[("web", 7, 90), ("web", 8, 10)])], &[], &[]);
+        let cluster = t.lookup("c.test", "/").unwrap().pick_backend().unwrap();
+        assert!(cluster.pick(&[]).is_none());
     }
 
     #[test]

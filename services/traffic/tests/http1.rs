@@ -21,12 +21,8 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use strata_events::{Bus, CloudEvent, EventType};
-use strata_integration_tests::{Backend, TestEnv, wait_for, wait_serving};
-use strata_kit::{
-    Role,
-    identity::BearerToken,
-    settings::{DatabaseSettings, IdentitySettings, ServerSettings},
-};
+use strata_integration_tests::{TestEnv, wait_for, wait_serving};
+use strata_kit::{Role, identity::BearerToken};
 use strata_proto::{compute::v1 as compute_pb, traffic::v1 as pb};
 use strata_traffic::wire::ChunkedDecoder;
 use tokio::{
@@ -152,30 +148,7 @@ impl Relay {
         let app_connections = Arc::new(AtomicUsize::new(0));
         let app_addr = start_app(app_connections.clone()).await;
         let stop = CancellationToken::new();
-        let traffic = strata_traffic::start(
-            strata_traffic::Config {
-                server: ServerSettings { grace_period_secs: 2, ..ServerSettings::local(0) },
-                database: DatabaseSettings {
-                    url: env.database_url(Backend::Sqlite, "traffic").await,
-                    max_connections: 0,
-                },
-                nats: env.nats.clone(),
-                identity: IdentitySettings {
-                    public_key_pem: env.public_key_pem.clone(),
-                    ..IdentitySettings::default()
-                },
-                ingress: strata_traffic::IngressConfig {
-                    listen: "127.0.0.1:0".parse().unwrap(),
-                    workers: 1,
-                    ..strata_traffic::IngressConfig::default()
-                },
-                metrics: strata_kit::metrics::MetricsSettings::local(0),
-                data_dir: env.dir.path().join("traffic"),
-            },
-            stop.clone(),
-        )
-        .await
-        .unwrap();
+        let traffic = strata_traffic::start(env.traffic_config(1).await, stop.clone()).await.unwrap();
         wait_serving(traffic.addr, strata_traffic::SERVICE_NAME).await;
 
         let team = env.team("relay");

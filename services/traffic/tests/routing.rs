@@ -19,11 +19,7 @@ use http_body_util::{BodyExt, Full};
 use strata_integration_tests::{
     Backend, ComputeClient, ComputeUnderTest, TestEnv, deploy_command, wait_for, wait_instances, wait_serving,
 };
-use strata_kit::{
-    Role,
-    identity::BearerToken,
-    settings::{DatabaseSettings, IdentitySettings, ServerSettings},
-};
+use strata_kit::{Role, identity::BearerToken};
 use strata_proto::{compute::v1 as compute_pb, traffic::v1 as pb};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
@@ -53,30 +49,7 @@ impl Stack {
     async fn start_with(mut env: TestEnv) -> Self {
         let compute = ComputeUnderTest::start(env.compute_config(Backend::Sqlite, "compute").await).await;
         let traffic_stop = CancellationToken::new();
-        let traffic = strata_traffic::start(
-            strata_traffic::Config {
-                server: ServerSettings { grace_period_secs: 2, ..ServerSettings::local(0) },
-                database: DatabaseSettings {
-                    url: env.database_url(Backend::Sqlite, "traffic").await,
-                    max_connections: 0,
-                },
-                nats: env.nats.clone(),
-                identity: IdentitySettings {
-                    public_key_pem: env.public_key_pem.clone(),
-                    ..IdentitySettings::default()
-                },
-                ingress: strata_traffic::IngressConfig {
-                    listen: "127.0.0.1:0".parse().unwrap(),
-                    workers: 2,
-                    ..strata_traffic::IngressConfig::default()
-                },
-                metrics: strata_kit::metrics::MetricsSettings::local(0),
-                data_dir: env.dir.path().join("traffic"),
-            },
-            traffic_stop.clone(),
-        )
-        .await
-        .unwrap();
+        let traffic = strata_traffic::start(env.traffic_config(2).await, traffic_stop.clone()).await.unwrap();
         wait_serving(traffic.addr, strata_traffic::SERVICE_NAME).await;
         let team = env.team("web");
         let token = env.token(&team, Role::Owner);
