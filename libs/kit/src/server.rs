@@ -9,7 +9,6 @@
 use std::{net::SocketAddr, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -122,10 +121,15 @@ impl GrpcServer {
 
         let health = self.health.clone();
         let stop_accepting = shutdown.clone();
+        let incoming = tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let serve = tonic::transport::Server::builder()
             .accept_http1(self.http1)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
+            // tonic's own `tcp_nodelay` does not apply to a listener passed
+            // in: without this every accepted connection runs with Nagle's
+            // algorithm, and a small answer written while an earlier one is
+            // unacknowledged waits for the ACK.
+            .serve_with_incoming_shutdown(incoming, async move {
                 stop_accepting.cancelled().await;
                 health.set_not_serving().await;
             });
