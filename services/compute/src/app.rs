@@ -483,13 +483,14 @@ impl Compute {
             reason: String::new(),
             created_at: now_ms(),
             finished_at: None,
+            canary: false,
         };
         let mut tx = self.store.begin().await?;
         release.version = store::release_next_version(tx.conn(), &app.id).await?;
         deployment.version = release.version;
         store::release_insert(tx.conn(), &release).await?;
         store::deployment_insert(tx.conn(), &deployment).await?;
-        self.emit_deployment_started(&mut tx, app, &deployment, false).await?;
+        self.emit_deployment_started(&mut tx, app, &deployment).await?;
         tx.commit().await?;
         let (progress, _ignored) = mpsc::unbounded_channel();
         let version = release.version;
@@ -626,11 +627,12 @@ impl Compute {
             reason: String::new(),
             created_at: now_ms(),
             finished_at: None,
+            canary: placement.is_canary(),
         };
         let mut tx = self.store.begin().await?;
         deployment.version = store::release_next_version(tx.conn(), &app.id).await?;
         store::deployment_insert(tx.conn(), &deployment).await?;
-        self.emit_deployment_started(&mut tx, &app, &deployment, placement.is_canary()).await?;
+        self.emit_deployment_started(&mut tx, &app, &deployment).await?;
         tx.commit().await?;
 
         let say = |line: String| {
@@ -731,10 +733,11 @@ impl Compute {
             reason: String::new(),
             created_at: now_ms(),
             finished_at: None,
+            canary: placement.is_canary(),
         };
         let mut tx = self.store.begin().await?;
         store::deployment_insert(tx.conn(), &deployment).await?;
-        self.emit_deployment_started(&mut tx, &app, &deployment, placement.is_canary()).await?;
+        self.emit_deployment_started(&mut tx, &app, &deployment).await?;
         tx.commit().await?;
         let _ = progress.send(Progress::Log(line));
         let _ = progress.send(Progress::Release(release.clone()));
@@ -746,7 +749,6 @@ impl Compute {
         tx: &mut strata_events::EventTx,
         app: &App,
         deployment: &Deployment,
-        canary: bool,
     ) -> Result<()> {
         tx.emit(
             events::DEPLOYMENT_STARTED,
@@ -757,7 +759,7 @@ impl Compute {
                 app_id: app.id.clone(),
                 app: app.name.clone(),
                 release_version: deployment.version,
-                canary,
+                canary: deployment.canary,
             },
         )
         .await?;
@@ -943,6 +945,7 @@ impl Compute {
                 app: app.name.clone(),
                 release_version: deployment.version,
                 reason,
+                canary: deployment.canary,
             },
         )
         .await?;

@@ -94,6 +94,7 @@ fn deployment_reply(app: &str, deployment: &Deployment) -> pb::Deployment {
         reason: deployment.reason.clone(),
         created_at: Some(timestamp(deployment.created_at)),
         finished_at: deployment.finished_at.map(timestamp),
+        canary: deployment.canary,
     }
 }
 

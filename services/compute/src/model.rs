@@ -104,6 +104,8 @@ pub struct Deployment {
     pub reason: String,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    /// The release starts beside the current one as its canary.
+    pub canary: bool,
 }
 
 /// An uploaded, checked source archive waiting to be deployed.

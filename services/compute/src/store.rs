@@ -62,6 +62,7 @@ fn deployment_of(row: &AnyRow) -> Result<Deployment> {
         reason: row.try_get("reason")?,
         created_at: row.try_get("created_at")?,
         finished_at: row.try_get("finished_at")?,
+        canary: row.try_get::<i64, _>("canary")? != 0,
     })
 }
 
@@ -83,7 +84,7 @@ fn instance_of(row: &AnyRow) -> Result<InstanceRecord> {
 
 const APP_COLUMNS: &str = "id, team, name, release_id, instances, canary_release_id, canary_instances, created_at";
 const RELEASE_COLUMNS: &str = "id, app_id, version, source, buildpack, argv, workdir, env, created_at";
-const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, version, status, reason, created_at, finished_at";
+const DEPLOYMENT_COLUMNS: &str = "id, app_id, release_id, version, status, reason, created_at, finished_at, canary";
 
 impl Store {
     pub fn new(outbox: Outbox) -> Self {
@@ -386,8 +387,8 @@ pub async fn release_insert(conn: &mut AnyConnection, release: &Release) -> Resu
 
 pub async fn deployment_insert(conn: &mut AnyConnection, deployment: &Deployment) -> Result<()> {
     sqlx::query(
-        "INSERT INTO deployments (id, app_id, release_id, version, status, reason, created_at, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO deployments (id, app_id, release_id, version, status, reason, created_at, finished_at, canary) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&deployment.id)
     .bind(&deployment.app_id)
@@ -397,6 +398,7 @@ pub async fn deployment_insert(conn: &mut AnyConnection, deployment: &Deployment
     .bind(&deployment.reason)
     .bind(deployment.created_at)
     .bind(deployment.finished_at)
+    .bind(i64::from(deployment.canary))
     .execute(conn)
     .await?;
     Ok(())

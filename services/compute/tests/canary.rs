@@ -121,7 +121,7 @@ async fn a_canary_runs_beside_the_current_release_until_it_is_promoted(backend: 
 
     // The canary starts beside v1: v1 keeps both its instances.
     let (log, deployment) = deploy_canary(&mut client, "web", hello(), 0).await;
-    assert_eq!(deployment.release_version, 2);
+    assert_eq!((deployment.release_version, deployment.canary), (2, true), "{deployment:?}");
     assert!(log.iter().any(|l| l.contains("starting 1 canary instance(s) of v2 beside v1")), "{log:?}");
     let both = wait_releases(&mut client, "web", &[(1, 2), (2, 1)]).await;
     answers_from_own_release(&both).await;
@@ -279,12 +279,24 @@ async fn a_canary_is_refused_when_it_cannot_be_one_and_a_failed_one_changes_noth
     });
     let (log, deployment) = deploy(&mut client, canary(crashing, 0, 0)).await.unwrap();
     assert_eq!(deployment.status, pb::DeploymentStatus::Failed as i32, "{log:?}");
-    assert_eq!(deployment.release_version, 2);
+    assert_eq!((deployment.release_version, deployment.canary), (2, true), "{deployment:?}");
     let after = wait_instances(&mut client, "api", 1, Some(1)).await.remove(0);
     assert_eq!(after.id, current.id, "the current release's instance was never replaced");
     let got = app(&mut client, "api").await;
     assert_eq!((got.release_version, got.canary_version, got.canary_desired_instances), (1, 0, 0), "{got:?}");
-    env.wait_event("dev.strata.compute.deployment.failed.v1", |e| e["data"]["releaseVersion"] == 2).await;
+    let failed = env.wait_event("dev.strata.compute.deployment.failed.v1", |e| e["data"]["releaseVersion"] == 2).await;
+    assert_eq!(failed["data"]["canary"], true, "{failed}");
+    // The record says so too: a failed canary, after a plain first deploy.
+    let recorded: Vec<(u32, bool)> = client
+        .list_deployments(pb::ListDeploymentsRequest { app: "api".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .deployments
+        .iter()
+        .map(|d| (d.release_version, d.canary))
+        .collect();
+    assert_eq!(recorded, vec![(2, true), (1, false)], "newest first");
 
     compute.stop().await;
     env.cleanup().await;
