@@ -122,13 +122,18 @@ mkdir -p target/schemathesis
 # does not exist rightly gets 404, not 2xx. revokeToken and removeMember are
 # left out because the fuzzer would revoke its own token (its id is in GET
 # /v1/whoami; removing its subject from the team revokes it too) and test
-# nothing after; integration-tests/tests/tokens.rs covers both. listEvents
+# nothing after; integration-tests/tests/tokens.rs covers both.
+# removePlatformAdmin is left out for the same reason: taking away the admin
+# the run authenticates as (once the fuzzer has added another) leaves it
+# unable to clean up what it made; integration-tests/tests/admins.rs covers
+# it. listEvents
 # is left out because `follow=true` is an endless event stream a fuzzer
 # would wait on; integration-tests/tests/events_feed.rs covers it.
 "$PYENV/bin/schemathesis" run "$BASE/openapi.json" \
     --header "Authorization: Bearer $TOKEN" \
     --checks all --exclude-checks positive_data_acceptance \
-    --exclude-operation-id revokeToken --exclude-operation-id removeMember --exclude-operation-id listEvents \
+    --exclude-operation-id revokeToken --exclude-operation-id removeMember \
+    --exclude-operation-id removePlatformAdmin --exclude-operation-id listEvents \
     "${EXCLUDE[@]}" \
     --max-examples "$MAX_EXAMPLES" \
     --report junit --report-dir target/schemathesis \
