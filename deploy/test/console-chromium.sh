@@ -13,7 +13,10 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-command -v chromium >/dev/null || { echo "needs chromium: apt-get install chromium" >&2; exit 1; }
+if ! command -v chromium >/dev/null; then
+    echo "==> installing Debian's chromium" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 cargo build --quiet -p strata-cli
 WORK="$(mktemp -d)"
 ID="$(date +%s)$RANDOM"
