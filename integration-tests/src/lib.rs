@@ -548,6 +548,32 @@ pub fn vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String>
 pub type GatewayClient =
     strata_proto::gateway::v1::gateway_service_client::GatewayServiceClient<InterceptedService<Channel, BearerToken>>;
 
+/// Sends `authorization` and `x-strata-team` on every call: a caller
+/// acting for one of its teams.
+#[derive(Clone)]
+pub struct ActingFor {
+    bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    team: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl tonic::service::Interceptor for ActingFor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.bearer.clone());
+        request.metadata_mut().insert("x-strata-team", self.team.clone());
+        Ok(request)
+    }
+}
+
+/// A gateway client sending `token` and naming `team` in `x-strata-team`.
+pub fn acting_for(
+    channel: Channel,
+    token: &str,
+    team: &str,
+) -> strata_proto::gateway::v1::gateway_service_client::GatewayServiceClient<InterceptedService<Channel, ActingFor>> {
+    let acting = ActingFor { bearer: format!("Bearer {token}").parse().unwrap(), team: team.parse().unwrap() };
+    strata_proto::gateway::v1::gateway_service_client::GatewayServiceClient::with_interceptor(channel, acting)
+}
+
 /// A gateway running in this process, its first admin bootstrapped.
 pub struct GatewayUnderTest {
     pub addr: SocketAddr,

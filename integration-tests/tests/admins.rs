@@ -9,32 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use strata_integration_tests::*;
-use strata_proto::gateway::v1::{self as pb, gateway_service_client::GatewayServiceClient};
-use tonic::{Code, Request, Status, transport::Channel};
-
-/// Sends `authorization` and `x-strata-team` on every call.
-#[derive(Clone)]
-struct ActingFor {
-    bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-    team: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-}
-
-impl tonic::service::Interceptor for ActingFor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert("authorization", self.bearer.clone());
-        request.metadata_mut().insert("x-strata-team", self.team.clone());
-        Ok(request)
-    }
-}
-
-fn acting_for(
-    channel: Channel,
-    token: &str,
-    team: &str,
-) -> GatewayServiceClient<tonic::service::interceptor::InterceptedService<Channel, ActingFor>> {
-    let acting = ActingFor { bearer: format!("Bearer {token}").parse().unwrap(), team: team.parse().unwrap() };
-    GatewayServiceClient::with_interceptor(channel, acting)
-}
+use strata_proto::gateway::v1 as pb;
+use tonic::{Code, Status};
 
 async fn admins(client: &mut GatewayClient) -> Result<Vec<String>, Status> {
     let listed = client.list_platform_admins(pb::ListPlatformAdminsRequest {}).await?.into_inner().admins;

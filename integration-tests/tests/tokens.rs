@@ -16,9 +16,9 @@ use strata_kit::{
 };
 use strata_proto::{
     compute::v1::{self as cpb, compute_service_client::ComputeServiceClient},
-    gateway::v1::{self as pb, gateway_service_client::GatewayServiceClient},
+    gateway::v1 as pb,
 };
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Status};
 
 fn scopes(scopes: &[pb::Scope]) -> Vec<i32> {
     scopes.iter().map(|s| *s as i32).collect()
@@ -37,31 +37,6 @@ async fn token(gateway: &mut GatewayClient, name: &str, scope: &[pb::Scope], sub
         .unwrap()
         .into_inner();
     (created.token.unwrap().id, created.secret)
-}
-
-/// Sends `authorization` and `x-strata-team` on every call.
-#[derive(Clone)]
-struct ActingFor {
-    bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-    team: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-}
-
-impl tonic::service::Interceptor for ActingFor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert("authorization", self.bearer.clone());
-        request.metadata_mut().insert("x-strata-team", self.team.clone());
-        Ok(request)
-    }
-}
-
-/// A gateway client sending `token` and naming `team` in `x-strata-team`.
-fn acting_for(
-    channel: Channel,
-    token: &str,
-    team: &str,
-) -> GatewayServiceClient<tonic::service::interceptor::InterceptedService<Channel, ActingFor>> {
-    let acting = ActingFor { bearer: format!("Bearer {token}").parse().unwrap(), team: team.parse().unwrap() };
-    GatewayServiceClient::with_interceptor(channel, acting)
 }
 
 async fn app_names(compute: &mut ComputeClient) -> Result<Vec<String>, Status> {
