@@ -286,29 +286,36 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn runs_come_once_per_interval_and_removed_targets_stop() {
+        // Every run due in [from, to], popped the way the scheduler's loop
+        // does, clock stepping 10 ms, and once more at `to` itself: a
+        // target's first run may fall anywhere in its first interval (its
+        // offset is placed by the wall clock), up to its last millisecond.
+        fn runs_until(schedule: &mut Schedule, from: Instant, to: Instant) -> Vec<(Instant, String)> {
+            let mut runs = Vec::new();
+            let mut now = from;
+            loop {
+                while let Some((due, _, t)) = schedule.pop_due(now) {
+                    runs.push((due, t.key.clone()));
+                }
+                if now >= to {
+                    return runs;
+                }
+                now = (now + Duration::from_millis(10)).min(to);
+            }
+        }
         let mut schedule = Schedule::new();
         let start = Instant::now();
         schedule.apply(Command::Set { check: check("a", 1000), targets: vec![target("i1"), target("i2")] }, start);
-        let mut runs = Vec::new();
-        let mut now = start;
-        while now < start + Duration::from_millis(3000) {
-            while let Some((due, _, t)) = schedule.pop_due(now) {
-                runs.push((due, t.key.clone()));
-            }
-            now += Duration::from_millis(10);
-        }
+        // Three intervals: each target's first run is in [start, start + 999 ms].
+        let mut now = start + Duration::from_millis(2999);
+        let runs = runs_until(&mut schedule, start, now);
         assert_eq!(runs.iter().filter(|(_, k)| k == "i1").count(), 3, "{runs:?}");
         assert_eq!(runs.iter().filter(|(_, k)| k == "i2").count(), 3, "{runs:?}");
 
         schedule.apply(Command::Set { check: check("a", 1000), targets: vec![target("i2")] }, now);
-        let mut later = Vec::new();
         let end = now + Duration::from_millis(2000);
-        while now < end {
-            while let Some((_, _, t)) = schedule.pop_due(now) {
-                later.push(t.key.clone());
-            }
-            now += Duration::from_millis(10);
-        }
+        let later: Vec<String> = runs_until(&mut schedule, now, end).into_iter().map(|(_, k)| k).collect();
+        now = end;
         assert_eq!(later, vec!["i2".to_owned(), "i2".to_owned()]);
 
         schedule.apply(Command::Remove { check_id: "a".to_owned() }, now);
