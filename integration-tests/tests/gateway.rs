@@ -1,6 +1,7 @@
 //! The gateway's pass-through: calls reach the concern that owns them,
 //! streaming included, with an API token; unknown or unreachable concerns get
-//! clear gRPC errors.
+//! clear gRPC errors. Its listener tells HTTP/1.1 from HTTP/2 by the first
+//! bytes, however they arrive, and drains calls in flight when it stops.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -58,7 +59,43 @@ async fn calls_are_routed_to_their_concern() {
         .unwrap_err();
     assert_eq!(unknown.code(), Code::Unimplemented);
 
-    gateway.stop().await;
+    // HTTP/1.1 whose first byte, sent alone, could still begin the HTTP/2
+    // preface ("P..."): the listener waits for more before it decides.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream.write_all(b"P").await.unwrap();
+        stream.flush().await.unwrap();
+        stream
+            .write_all(b"UT /openapi.json HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    }
+
+    // Stopping drains: a deployment streaming through the gateway when it is
+    // told to stop runs to its end; then nothing more is accepted.
+    let mut deploying = client
+        .deploy(pb::DeployRequest {
+            app: "via-gateway".into(),
+            source: Some(pb::deploy_request::Source::ReleaseVersion(1)),
+            instances: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = deploying.message().await.unwrap();
+    assert!(first.is_some());
+    let addr = gateway.addr;
+    let (drained, _) = tokio::join!(finish_deploy(deploying), gateway.stop());
+    let (log, deployment) = drained.unwrap();
+    assert_eq!(deployment.status, pb::DeploymentStatus::Succeeded as i32, "{log:?}");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the gateway still accepts after stopping");
+
     compute.stop().await;
     env.cleanup().await;
 }

@@ -106,9 +106,11 @@ impl GrpcServer {
         self.health.clone()
     }
 
-    /// Serves `routes` plus health and reflection until `shutdown` fires, then
-    /// drains for at most the grace period.
-    pub async fn serve(self, routes: Routes, shutdown: CancellationToken) -> Result<(), ServeError> {
+    /// `routes` plus health and reflection, and the listener, for a service
+    /// that runs its own accept loop (the gateway, which serves HTTP/2
+    /// itself): it keeps to the same lifecycle (NOT_SERVING once `shutdown`
+    /// fires, drain within [`Parts::grace`]).
+    pub fn into_parts(self, routes: Routes) -> Result<Parts, ServeError> {
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -118,12 +120,18 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let routes = routes.add_service(self.health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+        Ok(Parts { listener: self.listener, routes, health: self.health, grace: self.grace })
+    }
 
-        let health = self.health.clone();
+    /// Serves `routes` plus health and reflection until `shutdown` fires, then
+    /// drains for at most the grace period.
+    pub async fn serve(self, routes: Routes, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let http1 = self.http1;
+        let Parts { listener, routes, health, grace } = self.into_parts(routes)?;
         let stop_accepting = shutdown.clone();
-        let incoming = tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let serve = tonic::transport::Server::builder()
-            .accept_http1(self.http1)
+            .accept_http1(http1)
             .add_routes(routes)
             // tonic's own `tcp_nodelay` does not apply to a listener passed
             // in: without this every accepted connection runs with Nagle's
@@ -134,7 +142,6 @@ impl GrpcServer {
                 health.set_not_serving().await;
             });
         tokio::pin!(serve);
-        let grace = self.grace;
         tokio::select! {
             result = &mut serve => result?,
             () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
@@ -143,6 +150,17 @@ impl GrpcServer {
         }
         Ok(())
     }
+}
+
+/// What [`GrpcServer::into_parts`] hands over.
+#[derive(Debug)]
+pub struct Parts {
+    pub listener: TcpListener,
+    /// The service's routes with health and reflection added.
+    pub routes: Routes,
+    pub health: Health,
+    /// How long in-flight calls may take to finish once shutdown fires.
+    pub grace: Duration,
 }
 
 /// A started service: where it listens, and the task that runs it until its

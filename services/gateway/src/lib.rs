@@ -4,11 +4,13 @@
 //! the `strata_...` API token of every call ([`auth`]) and forwards a
 //! short-lived signed identity in its place to the service that owns the call
 //! ([`proxy`]), which verifies that identity itself; and serves its own API
-//! ([`grpc`]), health and reflection, all on one port.
+//! ([`grpc`]), REST ([`rest`]), the console ([`console`]), health and
+//! reflection, all on one port ([`edge`]).
 
 pub mod app;
 pub mod auth;
 pub mod console;
+pub mod edge;
 pub mod events;
 pub mod grpc;
 pub mod model;
@@ -164,7 +166,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .route_service(&format!("/{SERVICE_NAME}/{{*method}}"), local)
         .merge(rest.router())
         .layer(axum::middleware::from_fn_with_state(auth.clone(), auth::authenticate))
-        .fallback_service(proxy::service(upstreams, auth))
+        .fallback_service(proxy::service(upstreams.clone(), auth.clone()))
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -174,21 +176,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         )
         .merge(console);
 
-    let server = GrpcServer::bind(&config.server, SERVICE_NAME).await?.accept_http1();
+    let server = GrpcServer::bind(&config.server, SERVICE_NAME).await?;
     let addr = server.local_addr();
+    let health = server.health();
+    let parts = server.into_parts(tonic::service::Routes::from(router))?;
+    let edge = edge::Edge::new(upstreams, auth, parts.routes.prepare().into_axum_router());
     let background = CancellationToken::new();
     let relay = tokio::spawn(outbox.clone().run_relay(bus.clone(), background.clone()));
     let token_uses = tokio::spawn(gateway.clone().run_token_use_flusher(usage::FLUSH_INTERVAL, background.clone()));
-    let ready = tokio::spawn(bus.clone().report_ready(server.health(), shutdown.clone()));
+    let ready = tokio::spawn(bus.clone().report_ready(health, shutdown.clone()));
     tracing::info!(%addr, upstreams = ?config.upstreams, "gateway listening");
     let task = tokio::spawn(async move {
-        let served = server.serve(tonic::service::Routes::from(router), shutdown).await;
+        edge::serve(parts.listener, edge, parts.health, parts.grace, shutdown).await;
         ready.abort();
         background.cancel();
         strata_kit::shutdown::join_within(relay, Duration::from_secs(10), "gateway outbox relay").await;
         strata_kit::shutdown::join_within(token_uses, Duration::from_secs(10), "gateway token use writer").await;
         outbox.flush(&bus, Duration::from_secs(2)).await;
-        served?;
         Ok(())
     });
     Ok(Running::new(addr, task))

@@ -169,7 +169,7 @@ impl Upstream {
 
     /// Sends `request` (origin-form: only its path is used) and returns the
     /// response as it starts; the bodies both ways stream.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<UpstreamBody>, UpstreamError> {
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<H2Body>, UpstreamError> {
         let (mut head, body) = request.into_parts();
         let mut parts = std::mem::take(&mut head.uri).into_parts();
         parts.scheme = Some(uri::Scheme::HTTP);
@@ -214,7 +214,7 @@ impl Upstream {
             }
         };
         let response = response.map_err(|e| self.pool.http_error(e))?;
-        Ok(response.map(|recv| UpstreamBody { recv, data_done: false }))
+        Ok(response.map(H2Body::new))
     }
 }
 
@@ -334,7 +334,7 @@ impl Slot {
 
 /// Headers that only mean something on one HTTP/1 hop, which HTTP/2
 /// forbids: a call that came in over HTTP/1.1 loses them on the way on.
-fn strip_connection_headers(headers: &mut HeaderMap) {
+pub(crate) fn strip_connection_headers(headers: &mut HeaderMap) {
     for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::HOST] {
         headers.remove(name);
     }
@@ -348,7 +348,7 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
 /// Forwards `body` on `stream` as its flow-control window allows, ending the
 /// stream with the last data frame or the trailers; resets it if the body
 /// fails, and stops if the upstream resets it.
-async fn pipe(mut body: Body, mut stream: h2::SendStream<Bytes>) {
+pub(crate) async fn pipe(mut body: Body, mut stream: h2::SendStream<Bytes>) {
     loop {
         let frame = tokio::select! {
             biased;
@@ -395,20 +395,26 @@ async fn pipe(mut body: Body, mut stream: h2::SendStream<Bytes>) {
     }
 }
 
-/// A response body streaming from an upstream, giving the window back as
-/// it is read.
-pub struct UpstreamBody {
+/// A body streaming from an HTTP/2 peer (an upstream's response, or a call
+/// the gateway's listener accepted), giving the window back as it is read.
+pub struct H2Body {
     recv: h2::RecvStream,
     data_done: bool,
 }
 
-impl std::fmt::Debug for UpstreamBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamBody").finish_non_exhaustive()
+impl H2Body {
+    pub(crate) fn new(recv: h2::RecvStream) -> Self {
+        Self { recv, data_done: false }
     }
 }
 
-impl http_body::Body for UpstreamBody {
+impl std::fmt::Debug for H2Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H2Body").finish_non_exhaustive()
+    }
+}
+
+impl http_body::Body for H2Body {
     type Data = Bytes;
     type Error = h2::Error;
 
@@ -485,12 +491,18 @@ pub fn service(
     tower::service_fn(move |request: axum::extract::Request| {
         let upstream = concern_of(request.uri().path()).and_then(|c| upstreams.get(c));
         let auth = auth.clone();
-        async move {
-            Ok::<_, Infallible>(
-                crate::auth::authenticated(&auth, request, |request, _| forward(upstream, request)).await,
-            )
-        }
+        async move { Ok::<_, Infallible>(pass_through(&auth, upstream, request).await) }
     })
+}
+
+/// Authenticates `request` and forwards it to `upstream`, the service of its
+/// concern (none: no service serves it).
+pub(crate) async fn pass_through(
+    auth: &Auth,
+    upstream: Option<Upstream>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    crate::auth::authenticated(auth, request, |request, _| forward(upstream, request)).await
 }
 
 /// Sends `request` to `upstream`, or says that no service serves it.
