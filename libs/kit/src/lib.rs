@@ -7,12 +7,14 @@
 //! - [`error`]: the error domains return, and its gRPC status;
 //! - [`metrics`]: a Prometheus registry served as `GET /metrics` on its own port;
 //! - [`identity`]: signed identity tokens (EdDSA) and the [`identity::Identity`] handlers see;
+//! - [`net`]: a connection re-read from its first bytes, for servers that sniff the protocol;
 //! - [`store`]: the sqlx pool over SQLite (embedded default) or Postgres, with migrations;
 //! - [`shutdown`]: one cancellation token fed by SIGTERM/SIGINT.
 
 pub mod error;
 pub mod identity;
 pub mod metrics;
+pub mod net;
 pub mod server;
 pub mod settings;
 pub mod shutdown;

@@ -23,24 +23,18 @@
 //! clients get a GOAWAY and HTTP/1.1 connections close once idle; calls in
 //! flight have the grace period to finish, after which what is left is closed.
 
-use std::{
-    convert::Infallible,
-    future::poll_fn,
-    io,
-    pin::Pin,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{convert::Infallible, future::poll_fn, time::Duration};
 
 use axum::{
     body::Body,
     http::{Request, Response},
 };
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use strata_kit::net::{HTTP2_PREFACE, Rewind};
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
+    io::AsyncReadExt,
     net::{TcpListener, TcpStream},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -51,8 +45,6 @@ use crate::{
     proxy::{self, H2Body, Upstreams},
 };
 
-/// What every HTTP/2 connection opens with.
-const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long a new connection may take to say which protocol it speaks.
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 /// Calls open at once on one HTTP/2 connection (hyper's default).
@@ -182,7 +174,7 @@ pub async fn serve(
 
 /// Serves one connection in the protocol its first bytes announce.
 async fn connection(mut stream: TcpStream, edge: Edge, shutdown: CancellationToken) {
-    let mut first = [0u8; PREFACE.len()];
+    let mut first = [0u8; HTTP2_PREFACE.len()];
     let mut read = 0;
     let http2 = loop {
         let n = match tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.read(&mut first[read..])).await {
@@ -190,14 +182,14 @@ async fn connection(mut stream: TcpStream, edge: Edge, shutdown: CancellationTok
             Ok(Ok(n)) => n,
         };
         read += n;
-        if first[..read] != PREFACE[..read] {
+        if first[..read] != HTTP2_PREFACE[..read] {
             break false;
         }
-        if read == PREFACE.len() {
+        if read == HTTP2_PREFACE.len() {
             break true;
         }
     };
-    let io = Rewind { first: Bytes::copy_from_slice(&first[..read]), stream };
+    let io = Rewind::new(Bytes::copy_from_slice(&first[..read]), stream);
     if http2 { serve_http2(io, edge, shutdown).await } else { serve_http1(io, edge.router, shutdown).await }
 }
 
@@ -259,50 +251,5 @@ async fn serve_http1(io: Rewind, router: axum::Router, shutdown: CancellationTok
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
-    }
-}
-
-/// A connection whose first bytes, read to tell its protocol, are read
-/// again.
-struct Rewind {
-    first: Bytes,
-    stream: TcpStream,
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.first.has_remaining() {
-            let n = self.first.len().min(buf.remaining());
-            buf.put_slice(&self.first[..n]);
-            self.first.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

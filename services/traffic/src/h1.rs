@@ -27,6 +27,7 @@ use std::{
 };
 
 use bytes::{Buf, BytesMut};
+use strata_kit::net::HTTP2_PREFACE;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -44,8 +45,6 @@ use crate::{
 const MAX_HEAD: usize = 64 * 1024;
 /// Free space kept in a buffer before each read.
 const READ_SPACE: usize = 8 * 1024;
-/// What an HTTP/2 client sends first (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// How a client connection ended.
@@ -373,10 +372,10 @@ pub async fn serve(
         let mut waiting = false;
         let head = loop {
             if first && !conn.buf.is_empty() {
-                let n = conn.buf.len().min(H2_PREFACE.len());
-                if conn.buf[..n] != H2_PREFACE[..n] {
+                let n = conn.buf.len().min(HTTP2_PREFACE.len());
+                if conn.buf[..n] != HTTP2_PREFACE[..n] {
                     first = false;
-                } else if n == H2_PREFACE.len() {
+                } else if n == HTTP2_PREFACE.len() {
                     return Served::Http2(conn.stream, conn.buf);
                 }
             }
