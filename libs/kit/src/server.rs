@@ -63,7 +63,6 @@ pub struct GrpcServer {
     health: Health,
     health_service: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     grace: Duration,
-    http1: bool,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -86,14 +85,7 @@ impl GrpcServer {
         let health = Health { reporter, service };
         // tonic-health registers "" as SERVING at once; we are not ready yet.
         health.set_not_serving().await;
-        Ok(Self { listener, health, health_service, grace: settings.grace_period(), http1: false })
-    }
-
-    /// Also accepts HTTP/1.1 on the same port (for a REST API or pages
-    /// served beside gRPC; gRPC itself stays on HTTP/2).
-    pub fn accept_http1(mut self) -> Self {
-        self.http1 = true;
-        self
+        Ok(Self { listener, health, health_service, grace: settings.grace_period() })
     }
 
     /// Where the server listens (the real port when bound to port 0).
@@ -126,12 +118,10 @@ impl GrpcServer {
     /// Serves `routes` plus health and reflection until `shutdown` fires, then
     /// drains for at most the grace period.
     pub async fn serve(self, routes: Routes, shutdown: CancellationToken) -> Result<(), ServeError> {
-        let http1 = self.http1;
         let Parts { listener, routes, health, grace } = self.into_parts(routes)?;
         let stop_accepting = shutdown.clone();
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let serve = tonic::transport::Server::builder()
-            .accept_http1(http1)
             .add_routes(routes)
             // tonic's own `tcp_nodelay` does not apply to a listener passed
             // in: without this every accepted connection runs with Nagle's

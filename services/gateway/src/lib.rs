@@ -178,13 +178,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let server = GrpcServer::bind(&config.server, SERVICE_NAME).await?;
     let addr = server.local_addr();
-    let health = server.health();
     let parts = server.into_parts(tonic::service::Routes::from(router))?;
     let edge = edge::Edge::new(upstreams, auth, parts.routes.prepare().into_axum_router());
     let background = CancellationToken::new();
     let relay = tokio::spawn(outbox.clone().run_relay(bus.clone(), background.clone()));
     let token_uses = tokio::spawn(gateway.clone().run_token_use_flusher(usage::FLUSH_INTERVAL, background.clone()));
-    let ready = tokio::spawn(bus.clone().report_ready(health, shutdown.clone()));
+    let ready = tokio::spawn(bus.clone().report_ready(parts.health.clone(), shutdown.clone()));
     tracing::info!(%addr, upstreams = ?config.upstreams, "gateway listening");
     let task = tokio::spawn(async move {
         edge::serve(parts.listener, edge, parts.health, parts.grace, shutdown).await;
